@@ -1,0 +1,254 @@
+"""Caching: a backend protocol, the in-memory backend, and the result and pair-score layers.
+
+Keys are SHA-256 digests of everything that changes the answer (scorer identity, fusion settings,
+query, candidate contents), so no raw text ends up in key names and a model or settings change
+can never serve stale scores. Values carry a format version; anything unreadable is a miss. A
+failing backend is treated as "no cache" for that call: it never fails a re-rank.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from cachetools import TLRUCache
+
+from rerank_prod.types import Candidate
+
+logger = logging.getLogger("rerank_prod.cache")
+
+CACHE_FORMAT_VERSION = 1
+KEY_PREFIX = f"rerank-prod:v{CACHE_FORMAT_VERSION}"
+
+
+@runtime_checkable
+class CacheBackend(Protocol):
+    """Byte-valued key-value store with batched reads and writes and per-entry TTL."""
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+    def set_many(self, items: Mapping[str, bytes], ttl_s: float | None = None) -> None: ...
+
+    async def aget_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+    async def aset_many(self, items: Mapping[str, bytes], ttl_s: float | None = None) -> None: ...
+
+
+class InMemoryCache:
+    """Process-local LRU with a TTL per entry (cachetools `TLRUCache`), safe across threads."""
+
+    def __init__(self, maxsize: int = 10_000, ttl_s: float | None = 3600.0,
+                 timer: Callable[[], float] = time.monotonic) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+            raise ValueError(f"maxsize must be a positive int, got {maxsize!r}")
+        _check_ttl(ttl_s)
+        self.ttl_s = ttl_s
+        self._entries: TLRUCache[str, tuple[bytes, float | None]] = TLRUCache(
+            maxsize=maxsize, ttu=self._expires_at, timer=timer
+        )
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _expires_at(_key: str, value: tuple[bytes, float | None], now: float) -> float:
+        ttl = value[1]
+        return math.inf if ttl is None else now + ttl
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        with self._lock:
+            entries = [self._entries.get(key) for key in keys]
+        return [entry[0] if entry is not None else None for entry in entries]
+
+    def set_many(self, items: Mapping[str, bytes], ttl_s: float | None = None) -> None:
+        _check_ttl(ttl_s)
+        ttl = self.ttl_s if ttl_s is None else ttl_s
+        with self._lock:
+            for key, value in items.items():
+                self._entries[key] = (value, ttl)
+
+    async def aget_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return self.get_many(keys)
+
+    async def aset_many(self, items: Mapping[str, bytes], ttl_s: float | None = None) -> None:
+        self.set_many(items, ttl_s)
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._entries.expire()
+            return len(self._entries)
+
+
+def _check_ttl(ttl_s: float | None) -> None:
+    if ttl_s is not None and (isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or ttl_s <= 0):
+        raise ValueError(f"ttl_s must be a positive number or None, got {ttl_s!r}")
+
+
+def _digest(*parts: object) -> str:
+    payload = json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class CacheStats:
+    """Per-layer counters for monitoring."""
+
+    hits: int = 0
+    misses: int = 0
+    errors: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def record(self, hits: int = 0, misses: int = 0, errors: int = 0) -> None:
+        with self._lock:
+            self.hits += hits
+            self.misses += misses
+            self.errors += errors
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {"hits": self.hits, "misses": self.misses, "errors": self.errors}
+
+
+class _Layer:
+    """Shared plumbing of a cache layer: encoding, versioning and failure isolation."""
+
+    namespace = ""
+
+    def __init__(self, backend: CacheBackend, ttl_s: float | None = None) -> None:
+        if not isinstance(backend, CacheBackend):
+            raise TypeError(f"backend must implement CacheBackend, got {type(backend).__name__}")
+        _check_ttl(ttl_s)
+        self.backend = backend
+        self.ttl_s = ttl_s
+        self.stats = CacheStats()
+
+    def _key(self, *parts: object) -> str:
+        return f"{KEY_PREFIX}:{self.namespace}:{_digest(*parts)}"
+
+    @staticmethod
+    def _encode(value: object) -> bytes:
+        return json.dumps({"v": CACHE_FORMAT_VERSION, "d": value}, separators=(",", ":")).encode()
+
+    def _decode(self, raw: bytes | None) -> object | None:
+        if raw is None:
+            return None
+        try:
+            payload = json.loads(raw)
+            if payload["v"] != CACHE_FORMAT_VERSION:
+                return None
+            return payload["d"]
+        except (ValueError, TypeError, KeyError):
+            logger.warning("unreadable %s cache entry ignored", self.namespace)
+            return None
+
+    def _read(self, keys: Sequence[str]) -> list[bytes | None]:
+        try:
+            return self.backend.get_many(keys)
+        except Exception as exc:
+            return self._read_failed(keys, exc)
+
+    async def _aread(self, keys: Sequence[str]) -> list[bytes | None]:
+        try:
+            return await self.backend.aget_many(keys)
+        except Exception as exc:
+            return self._read_failed(keys, exc)
+
+    def _read_failed(self, keys: Sequence[str], exc: Exception) -> list[bytes | None]:
+        self.stats.record(errors=1)
+        logger.warning("%s cache read failed, continuing without it: %s", self.namespace, type(exc).__name__)
+        return [None] * len(keys)
+
+    def _write(self, items: Mapping[str, bytes]) -> None:
+        try:
+            self.backend.set_many(items, self.ttl_s)
+        except Exception as exc:
+            self._write_failed(exc)
+
+    async def _awrite(self, items: Mapping[str, bytes]) -> None:
+        try:
+            await self.backend.aset_many(items, self.ttl_s)
+        except Exception as exc:
+            self._write_failed(exc)
+
+    def _write_failed(self, exc: Exception) -> None:
+        self.stats.record(errors=1)
+        logger.warning("%s cache write failed, continuing without it: %s", self.namespace, type(exc).__name__)
+
+
+RankingEntry = tuple[int, float, float | None]
+"""(original_rank, relevance_score, rerank_score) of one candidate in a cached full ranking."""
+
+
+class ResultCache(_Layer):
+    """Exact result cache: the full fused ranking of a (scorer + fusion, query, candidates) call."""
+
+    namespace = "result"
+
+    def key(self, identity: str, query: str, candidates: Sequence[Candidate]) -> str:
+        """`identity`: the scorer's and the fusion's (`Reranker.cache_identity`)."""
+        return self._key(identity, query,
+                         [(c.text, c.retrieval_score) for c in candidates])
+
+    def _parse(self, raw: bytes | None, count: int) -> list[RankingEntry] | None:
+        value = self._decode(raw)
+        ranking = None
+        if isinstance(value, list) and len(value) == count:
+            try:
+                ranking = [(int(r), float(s), None if m is None else float(m)) for r, s, m in value]
+            except (TypeError, ValueError):
+                logger.warning("malformed result cache entry ignored")
+        if ranking is not None and sorted(r for r, _, _ in ranking) != list(range(count)):
+            ranking = None
+        self.stats.record(hits=ranking is not None, misses=ranking is None)
+        return ranking
+
+    def get(self, key: str, count: int) -> list[RankingEntry] | None:
+        return self._parse(self._read([key])[0], count)
+
+    async def aget(self, key: str, count: int) -> list[RankingEntry] | None:
+        return self._parse((await self._aread([key]))[0], count)
+
+    def put(self, key: str, ranking: Sequence[RankingEntry]) -> None:
+        self._write({key: self._encode(list(ranking))})
+
+    async def aput(self, key: str, ranking: Sequence[RankingEntry]) -> None:
+        await self._awrite({key: self._encode(list(ranking))})
+
+
+class ScoreCache(_Layer):
+    """Pair-level cache: (scorer, query, passage) -> score, so overlapping candidate sets only
+    score the new pairs. One batched round trip per call."""
+
+    namespace = "score"
+
+    def keys(self, scorer_identity: str, query: str, texts: Sequence[str]) -> list[str]:
+        return [self._key(scorer_identity, query, text) for text in texts]
+
+    def _parse(self, raws: Sequence[bytes | None]) -> list[float | None]:
+        scores = []
+        for raw in raws:
+            value = self._decode(raw)
+            is_score = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            scores.append(float(value) if is_score else None)
+        hits = sum(s is not None for s in scores)
+        self.stats.record(hits=hits, misses=len(scores) - hits)
+        return scores
+
+    def get_many(self, keys: Sequence[str]) -> list[float | None]:
+        return self._parse(self._read(keys))
+
+    async def aget_many(self, keys: Sequence[str]) -> list[float | None]:
+        return self._parse(await self._aread(keys))
+
+    def put_many(self, scores: Mapping[str, float]) -> None:
+        if scores:
+            self._write({key: self._encode(score) for key, score in scores.items()})
+
+    async def aput_many(self, scores: Mapping[str, float]) -> None:
+        if scores:
+            await self._awrite({key: self._encode(score) for key, score in scores.items()})

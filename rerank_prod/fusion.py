@@ -1,0 +1,166 @@
+"""Hybrid score fusion: re-ranker score + retriever score + BM25 over the candidate set.
+
+Scores from different sources live on different scales, so each signal is normalized per query
+before it is weighted. Reciprocal-rank fusion is offered for when scales cannot be trusted at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from rerank_prod.types import Candidate
+
+Normalization = Literal["minmax", "zscore", "sigmoid", "none"]
+NORMALIZATIONS: tuple[str, ...] = ("minmax", "zscore", "sigmoid", "none")
+
+
+def normalize(scores: Sequence[float], method: Normalization) -> np.ndarray:
+    """Per-query normalization. All-equal scores carry no ordering information: min-max maps
+    them to 0.5 and z-score to 0, instead of dividing by zero."""
+    values = np.asarray(scores, dtype=np.float64)
+    if method == "none" or values.size == 0:
+        return values
+    if method == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-values))
+    if method == "minmax":
+        low, high = values.min(), values.max()
+        return np.full_like(values, 0.5) if high == low else (values - low) / (high - low)
+    if method == "zscore":
+        std = values.std()
+        return np.zeros_like(values) if std == 0 else (values - values.mean()) / std
+    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {method!r}")
+
+
+def _import_bm25() -> tuple[Any, Any]:
+    try:
+        import bm25s
+        import Stemmer
+    except ImportError as exc:
+        raise ImportError("BM25 fusion needs bm25s and PyStemmer: pip install 'rerank-prod[hybrid]'") from exc
+    return bm25s, Stemmer
+
+
+def bm25_scores(query: str, texts: Sequence[str]) -> np.ndarray:
+    """BM25 of the query against the candidate set itself (stemmed, English stop words)."""
+    bm25s, Stemmer = _import_bm25()
+    stemmer = Stemmer.Stemmer("english")
+    index = bm25s.BM25()
+    index.index(bm25s.tokenize(list(texts), stopwords="en", stemmer=stemmer, show_progress=False),
+                show_progress=False)
+    query_tokens = bm25s.tokenize([query], stopwords="en", stemmer=stemmer, return_ids=False,
+                                  show_progress=False)[0]
+    return np.asarray(index.get_scores(query_tokens), dtype=np.float64)
+
+
+def _retrieval_scores(candidates: Sequence[Candidate]) -> np.ndarray | None:
+    """Retriever scores as an array with NaN where a candidate has none; None when none has one."""
+    scores = [c.retrieval_score for c in candidates]
+    if all(s is None for s in scores):
+        return None
+    return np.array([np.nan if s is None else s for s in scores], dtype=np.float64)
+
+
+def _check_weights(weights: dict[str, float]) -> None:
+    for name, weight in weights.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ValueError(f"{name} must be a non-negative number, got {weight!r}")
+    if weights["rerank_weight"] == 0:
+        raise ValueError("rerank_weight must be > 0: with no model signal, use the retriever order")
+    if weights["bm25_weight"]:
+        _import_bm25()  # a missing extra is a configuration error: say so now, not on the first call
+
+
+class Fusion(Protocol):
+    """Combines the model's scores with other signals into the final relevance score."""
+
+    @property
+    def identity(self) -> str: ...
+
+    def fuse(self, query: str, candidates: Sequence[Candidate], rerank_scores: Sequence[float]) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class WeightedFusion:
+    """Weighted sum of per-query-normalized signals.
+
+    Candidates without a retriever score get the lowest normalized value (0 for min-max); when no
+    candidate has one, the retriever signal is left out and the other weights carry the score.
+    """
+
+    rerank_weight: float = 0.5
+    retrieval_weight: float = 0.5
+    bm25_weight: float = 0.0
+    rerank_normalization: Normalization = "minmax"
+    retrieval_normalization: Normalization = "minmax"
+    bm25_normalization: Normalization = "minmax"
+
+    def __post_init__(self) -> None:
+        _check_weights({"rerank_weight": self.rerank_weight, "retrieval_weight": self.retrieval_weight,
+                        "bm25_weight": self.bm25_weight})
+        for name in ("rerank_normalization", "retrieval_normalization", "bm25_normalization"):
+            if getattr(self, name) not in NORMALIZATIONS:
+                raise ValueError(f"{name} must be one of {NORMALIZATIONS}, got {getattr(self, name)!r}")
+
+    @property
+    def identity(self) -> str:
+        return (
+            f"weighted:rerank={self.rerank_weight}/{self.rerank_normalization}"
+            f",retrieval={self.retrieval_weight}/{self.retrieval_normalization}"
+            f",bm25={self.bm25_weight}/{self.bm25_normalization}"
+        )
+
+    def fuse(self, query: str, candidates: Sequence[Candidate], rerank_scores: Sequence[float]) -> list[float]:
+        total = self.rerank_weight * normalize(rerank_scores, self.rerank_normalization)
+        weight_sum = self.rerank_weight
+        retrieval = _retrieval_scores(candidates)
+        if self.retrieval_weight and retrieval is not None:
+            present = ~np.isnan(retrieval)
+            normalized = np.zeros(len(candidates))
+            normalized[present] = normalize(retrieval[present], self.retrieval_normalization)
+            if not present.all():
+                normalized[~present] = normalized[present].min()
+            total += self.retrieval_weight * normalized
+            weight_sum += self.retrieval_weight
+        if self.bm25_weight:
+            bm25 = bm25_scores(query, [c.text for c in candidates])
+            total += self.bm25_weight * normalize(bm25, self.bm25_normalization)
+            weight_sum += self.bm25_weight
+        return (total / weight_sum).tolist()
+
+
+@dataclass(frozen=True)
+class ReciprocalRankFusion:
+    """Weighted RRF: sum of weight / (k + rank). The retriever's rank is its input order."""
+
+    k: int = 60
+    rerank_weight: float = 1.0
+    retrieval_weight: float = 1.0
+    bm25_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k must be a positive int, got {self.k!r}")
+        _check_weights({"rerank_weight": self.rerank_weight, "retrieval_weight": self.retrieval_weight,
+                        "bm25_weight": self.bm25_weight})
+
+    @property
+    def identity(self) -> str:
+        return f"rrf:k={self.k},rerank={self.rerank_weight},retrieval={self.retrieval_weight},bm25={self.bm25_weight}"
+
+    def _contribution(self, scores: np.ndarray, weight: float) -> np.ndarray:
+        ranks = np.empty(len(scores))
+        ranks[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
+        return weight / (self.k + ranks)
+
+    def fuse(self, query: str, candidates: Sequence[Candidate], rerank_scores: Sequence[float]) -> list[float]:
+        count = len(candidates)
+        total = self._contribution(np.asarray(rerank_scores, dtype=np.float64), self.rerank_weight)
+        if self.retrieval_weight:
+            total += self.retrieval_weight / (self.k + np.arange(1, count + 1))
+        if self.bm25_weight:
+            total += self._contribution(bm25_scores(query, [c.text for c in candidates]), self.bm25_weight)
+        return total.tolist()

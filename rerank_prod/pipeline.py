@@ -1,0 +1,365 @@
+"""The `Reranker` pipeline: validate -> cache -> gate -> score under a deadline -> fuse -> select.
+
+The decision logic is written once, as a generator that yields the I/O it needs (cache reads and
+writes, scoring) and receives the answers. `rerank()` performs that I/O synchronously and
+`arerank()` natively with `await`, so sync and async can never drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from rerank_prod.cache import RankingEntry, ResultCache, ScoreCache
+from rerank_prod.fusion import Fusion
+from rerank_prod.gate import ConfidenceGate
+from rerank_prod.metrics import RerankMetrics
+from rerank_prod.scoring.base import Deadline, Scorer, ScorerError, checked_scores
+from rerank_prod.types import (
+    Candidate,
+    GateDecision,
+    RankedCandidate,
+    RerankResult,
+    RerankSource,
+    SourceKind,
+    as_finite_float,
+)
+
+logger = logging.getLogger("rerank_prod")
+
+_SCORING_THREADS = 4
+
+
+class ScoringTimeout(ScorerError):
+    """The scorer did not answer within the call's time budget."""
+
+
+# --- the I/O the pipeline asks for -------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _ReadResult:
+    key: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class _WriteResult:
+    key: str
+    ranking: list[RankingEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadScores:
+    keys: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _WriteScores:
+    scores: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class _Score:
+    scorer: Scorer
+    query: str
+    texts: list[str]
+    deadline: Deadline | None
+
+
+_Effect = _ReadResult | _WriteResult | _ReadScores | _WriteScores | _Score
+_Plan = Generator[_Effect, Any, RerankResult]
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    query: str
+    candidates: tuple[Candidate, ...]
+    top_n: int | None
+    started: float
+
+
+def _check_positive(name: str, value: float | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+        raise ValueError(f"{name} must be a positive number or None, got {value!r}")
+
+
+def _check_top_n(top_n: int | None) -> None:
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+        raise ValueError(f"top_n must be a positive int or None, got {top_n!r}")
+
+
+def _advance(plan: _Plan, answer: Any, failure: Exception | None) -> tuple[bool, Any]:
+    """Resume the plan with the answer to its last request (or the failure it caused):
+    (False, next request) while it runs, (True, result) when it is done."""
+    try:
+        return False, plan.throw(failure) if failure is not None else plan.send(answer)
+    except StopIteration as done:
+        return True, done.value
+
+
+def _describe(failure: Exception) -> str:
+    """Short reason for `rerank_source`: the exception type, never its message (may hold secrets)."""
+    return str(failure) if isinstance(failure, ScoringTimeout) else f"error {type(failure).__name__}"
+
+
+class Reranker:
+    """Re-ranks retrieved candidates for a query; never fails because a backend failed.
+
+    - `top_n`: how many results to keep (None: all). `score_threshold`: drop model/cache results
+      whose relevance score is below it (not applied to fallback or gate-skipped results, whose
+      scores are on another scale).
+    - `fusion`: None for pure re-ranking, or `WeightedFusion` / `ReciprocalRankFusion`.
+    - `gate`: a `ConfidenceGate` to skip the model when the retriever is already confident.
+    - `result_cache` / `score_cache`: exact-result and pair-score caches (any `CacheBackend`).
+    - `timeout_s`: budget for the primary scorer, retries included. On timeout or error the call
+      falls back to `fallback_scorer` (within `fallback_timeout_s`), then to the retriever order.
+    """
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        *,
+        top_n: int | None = None,
+        score_threshold: float | None = None,
+        fusion: Fusion | None = None,
+        gate: ConfidenceGate | None = None,
+        result_cache: ResultCache | None = None,
+        score_cache: ScoreCache | None = None,
+        timeout_s: float | None = None,
+        fallback_scorer: Scorer | None = None,
+        fallback_timeout_s: float | None = None,
+        metrics: RerankMetrics | None = None,
+    ) -> None:
+        for name, value, kind in (("scorer", scorer, Scorer), ("fallback_scorer", fallback_scorer, Scorer),
+                                  ("result_cache", result_cache, ResultCache),
+                                  ("score_cache", score_cache, ScoreCache),
+                                  ("metrics", metrics, RerankMetrics)):
+            if value is not None and not isinstance(value, kind):
+                raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+        if scorer is None:
+            raise TypeError("scorer is required")
+        if fusion is not None and not (callable(getattr(fusion, "fuse", None)) and hasattr(fusion, "identity")):
+            raise TypeError(f"fusion must be a Fusion (WeightedFusion, ReciprocalRankFusion), got {fusion!r}")
+        if gate is not None and not callable(getattr(gate, "decide", None)):
+            raise TypeError(f"gate must be a ConfidenceGate, got {gate!r}")
+        _check_top_n(top_n)
+        _check_positive("timeout_s", timeout_s)
+        _check_positive("fallback_timeout_s", fallback_timeout_s)
+        self.scorer = scorer
+        self.top_n = top_n
+        self.score_threshold = None if score_threshold is None else as_finite_float(score_threshold,
+                                                                                     "score_threshold")
+        self.fusion = fusion
+        self.gate = gate
+        self.result_cache = result_cache
+        self.score_cache = score_cache
+        self.timeout_s = timeout_s
+        self.fallback_scorer = fallback_scorer
+        self.fallback_timeout_s = timeout_s if fallback_timeout_s is None else fallback_timeout_s
+        self.metrics = metrics if metrics is not None else RerankMetrics()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"Reranker(scorer={self.scorer!r}, top_n={self.top_n}, fusion={self.fusion!r}, "
+                f"gate={self.gate!r}, timeout_s={self.timeout_s})")
+
+    # --- public API ------------------------------------------------------------------------------
+
+    def rerank(self, query: str, candidates: Iterable[Candidate | str], *, top_n: int | None = None) -> RerankResult:
+        plan = self._plan(self._start(query, candidates, top_n))
+        done, step = _advance(plan, None, None)
+        while not done:
+            try:
+                answer = self._perform(step)
+            except Exception as failure:
+                done, step = _advance(plan, None, failure)
+            else:
+                done, step = _advance(plan, answer, None)
+        return step
+
+    async def arerank(
+        self, query: str, candidates: Iterable[Candidate | str], *, top_n: int | None = None
+    ) -> RerankResult:
+        plan = self._plan(self._start(query, candidates, top_n))
+        done, step = _advance(plan, None, None)
+        while not done:
+            try:
+                answer = await self._aperform(step)
+            except Exception as failure:
+                done, step = _advance(plan, None, failure)
+            else:
+                done, step = _advance(plan, answer, None)
+        return step
+
+    @property
+    def cache_identity(self) -> str:
+        """Everything besides query and candidates that changes a ranking."""
+        return f"{self.scorer.identity}||{self.fusion.identity if self.fusion else 'pure'}"
+
+    # --- the pipeline, written once ----------------------------------------------------------------
+
+    def _start(self, query: str, candidates: Iterable[Candidate | str], top_n: int | None) -> _Call:
+        started = time.perf_counter()
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        if not query.strip():
+            raise ValueError("query must be a non-empty string")
+        if isinstance(candidates, (str, bytes)) or not isinstance(candidates, Iterable):
+            raise TypeError(f"candidates must be a sequence of Candidate or str, got {type(candidates).__name__}")
+        items = []
+        for position, item in enumerate(candidates):
+            if isinstance(item, str):
+                item = Candidate(text=item)
+            elif not isinstance(item, Candidate):
+                raise TypeError(f"candidate {position} must be a Candidate or str, got {type(item).__name__}")
+            items.append(item)
+        _check_top_n(top_n)
+        return _Call(query, tuple(items), self.top_n if top_n is None else top_n, started)
+
+    def _plan(self, call: _Call) -> _Plan:
+        if not call.candidates:
+            return self._finish(call, [], RerankSource(SourceKind.SKIPPED, "no candidates"))
+        result_key = None
+        if self.result_cache is not None:
+            result_key = self.result_cache.key(self.cache_identity, call.query, call.candidates)
+            cached = yield _ReadResult(result_key, len(call.candidates))
+            if cached is not None:
+                return self._finish(call, cached, RerankSource(SourceKind.CACHE))
+        decision = self.gate.decide(call.candidates) if self.gate is not None else None
+        if decision is not None and not decision.rerank:
+            return self._finish(call, self._retriever_order(call),
+                                RerankSource(SourceKind.SKIPPED, f"gate: {decision.reason}"), decision)
+        try:
+            scores = yield from self._scores(self.scorer, call, self.timeout_s)
+        except Exception as failure:
+            return (yield from self._fallback(call, failure, decision))
+        ranking = self._rank(call, scores)
+        if result_key is not None:
+            yield _WriteResult(result_key, ranking)
+        return self._finish(call, ranking, RerankSource(SourceKind.MODEL), decision)
+
+    def _scores(self, scorer: Scorer, call: _Call, timeout_s: float | None) -> Generator[_Effect, Any, list[float]]:
+        deadline = None if timeout_s is None else Deadline.after(timeout_s)
+        texts = [c.text for c in call.candidates]
+        if self.score_cache is None:
+            return (yield _Score(scorer, call.query, texts, deadline))
+        keys = self.score_cache.keys(scorer.identity, call.query, texts)
+        scores: list[float | None] = yield _ReadScores(keys)
+        missing = [i for i, score in enumerate(scores) if score is None]
+        if missing:
+            fresh = yield _Score(scorer, call.query, [texts[i] for i in missing], deadline)
+            for i, score in zip(missing, fresh):
+                scores[i] = score
+            yield _WriteScores({keys[i]: fresh_score for i, fresh_score in zip(missing, fresh)})
+        return cast(list[float], scores)
+
+    def _fallback(self, call: _Call, failure: Exception, decision: GateDecision | None) -> _Plan:
+        reason = _describe(failure)
+        logger.warning("re-ranking with %s failed (%s: %s); falling back", self.scorer.name,
+                       type(failure).__name__, failure)
+        if self.fallback_scorer is not None:
+            secondary = self.fallback_scorer
+            try:
+                scores = yield from self._scores(secondary, call, self.fallback_timeout_s)
+            except Exception as secondary_failure:
+                reason = f"{reason}; secondary {secondary.name}: {_describe(secondary_failure)}"
+                logger.warning("fallback scorer %s failed too: %s", secondary.name, secondary_failure)
+            else:
+                return self._finish(call, self._rank(call, scores),
+                                    RerankSource(SourceKind.FALLBACK, f"secondary {secondary.name}: {reason}"),
+                                    decision)
+        return self._finish(call, self._retriever_order(call),
+                            RerankSource(SourceKind.FALLBACK, f"retriever order: {reason}"), decision)
+
+    def _rank(self, call: _Call, scores: Sequence[float]) -> list[RankingEntry]:
+        relevance = self.fusion.fuse(call.query, call.candidates, scores) if self.fusion else list(scores)
+        order = sorted(range(len(scores)), key=lambda i: -relevance[i])  # stable: ties keep retriever order
+        return [(i, float(relevance[i]), float(scores[i])) for i in order]
+
+    @staticmethod
+    def _retriever_order(call: _Call) -> list[RankingEntry]:
+        """Input order is the retriever's order; scores derived from rank keep 'highest first' true."""
+        return [(i, 1.0 / (1 + i), None) for i in range(len(call.candidates))]
+
+    def _finish(self, call: _Call, ranking: Sequence[RankingEntry], source: RerankSource,
+                decision: GateDecision | None = None) -> RerankResult:
+        threshold = self.score_threshold if source.kind in (SourceKind.MODEL, SourceKind.CACHE) else None
+        items: list[RankedCandidate] = []
+        for original_rank, relevance, rerank_score in ranking:
+            if call.top_n is not None and len(items) == call.top_n:
+                break
+            if threshold is not None and relevance < threshold:
+                continue
+            items.append(RankedCandidate(call.candidates[original_rank], original_rank, relevance,
+                                         rerank_score, source))
+        result = RerankResult(call.query, tuple(items), source, time.perf_counter() - call.started, decision)
+        self.metrics.record(result)
+        return result
+
+    # --- performing the I/O ----------------------------------------------------------------------
+
+    def _perform(self, effect: _Effect) -> Any:
+        match effect:
+            case _ReadResult(key, count):
+                return self.result_cache.get(key, count)  # type: ignore[union-attr]
+            case _WriteResult(key, ranking):
+                return self.result_cache.put(key, ranking)  # type: ignore[union-attr]
+            case _ReadScores(keys):
+                return self.score_cache.get_many(keys)  # type: ignore[union-attr]
+            case _WriteScores(scores):
+                return self.score_cache.put_many(scores)  # type: ignore[union-attr]
+            case _Score():
+                return self._score_sync(effect)
+
+    async def _aperform(self, effect: _Effect) -> Any:
+        match effect:
+            case _ReadResult(key, count):
+                return await self.result_cache.aget(key, count)  # type: ignore[union-attr]
+            case _WriteResult(key, ranking):
+                return await self.result_cache.aput(key, ranking)  # type: ignore[union-attr]
+            case _ReadScores(keys):
+                return await self.score_cache.aget_many(keys)  # type: ignore[union-attr]
+            case _WriteScores(scores):
+                return await self.score_cache.aput_many(scores)  # type: ignore[union-attr]
+            case _Score():
+                return await self._score_async(effect)
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(_SCORING_THREADS, "rerank-prod-score")
+            return self._pool
+
+    def _score_sync(self, request: _Score) -> list[float]:
+        if request.deadline is None:
+            raw = request.scorer.score(request.query, request.texts)
+        else:
+            future = self._executor().submit(request.scorer.score, request.query, request.texts,
+                                             deadline=request.deadline)
+            try:
+                raw = future.result(timeout=request.deadline.remaining())
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                raise ScoringTimeout(f"timeout after {self._budget(request):g}s") from None
+        return checked_scores(raw, len(request.texts), request.scorer.name)
+
+    async def _score_async(self, request: _Score) -> list[float]:
+        pending = request.scorer.ascore(request.query, request.texts, deadline=request.deadline)
+        if request.deadline is None:
+            raw = await pending
+        else:
+            try:
+                raw = await asyncio.wait_for(pending, timeout=request.deadline.remaining())
+            except (asyncio.TimeoutError, TimeoutError):
+                raise ScoringTimeout(f"timeout after {self._budget(request):g}s") from None
+        return checked_scores(raw, len(request.texts), request.scorer.name)
+
+    def _budget(self, request: _Score) -> float:
+        return (self.timeout_s if request.scorer is self.scorer else self.fallback_timeout_s) or 0.0

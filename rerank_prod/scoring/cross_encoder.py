@@ -1,0 +1,107 @@
+"""sentence-transformers `CrossEncoder` scorer: the default, local re-ranker."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from rerank_prod.scoring.base import Deadline, checked_scores
+
+if TYPE_CHECKING:
+    from sentence_transformers import CrossEncoder
+
+DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
+Activation = Literal["default", "sigmoid", "identity"]
+_ACTIVATIONS: tuple[str, ...] = ("default", "sigmoid", "identity")
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cross_encoder(
+    model_name_or_path: str, device: str | None, max_length: int | None, trust_remote_code: bool
+) -> CrossEncoder:
+    """One loaded model per distinct configuration, shared by every scorer that asks for it."""
+    try:
+        from sentence_transformers import CrossEncoder
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ImportError(
+            "CrossEncoderScorer needs sentence-transformers: pip install 'rerank-prod[cross-encoder]'"
+        ) from exc
+    return CrossEncoder(
+        model_name_or_path, device=device, max_length=max_length, trust_remote_code=trust_remote_code
+    )
+
+
+class CrossEncoderScorer:
+    """Scores pairs with a cross-encoder, loaded once at construction and reused.
+
+    `activation`: "default" keeps the model's own (sigmoid for one-logit models), "sigmoid"
+    forces probabilities, "identity" returns raw logits (pair with sigmoid normalization in fusion).
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str = DEFAULT_CROSS_ENCODER,
+        *,
+        device: str | None = None,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        activation: Activation = "default",
+        trust_remote_code: bool = False,
+    ) -> None:
+        if not isinstance(model_name_or_path, str) or not model_name_or_path.strip():
+            raise ValueError("model_name_or_path must be a non-empty string")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
+                                       or max_length < 1):
+            raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+        self.model_name_or_path = model_name_or_path
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.activation = activation
+        self._model = _load_cross_encoder(model_name_or_path, device, max_length, trust_remote_code)
+        self._activation_fn = self._resolve_activation(activation)
+
+    @staticmethod
+    def _resolve_activation(activation: Activation) -> Any:
+        if activation == "default":
+            return None
+        import torch
+
+        return torch.nn.Sigmoid() if activation == "sigmoid" else torch.nn.Identity()
+
+    @property
+    def name(self) -> str:
+        return self.model_name_or_path
+
+    @property
+    def identity(self) -> str:
+        return (
+            f"cross-encoder:{self.model_name_or_path}"
+            f"|max_length={self._model.max_seq_length}|activation={self.activation}"
+        )
+
+    def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+        if not texts:
+            return []
+        raw = self._model.predict(
+            [(query, text) for text in texts],
+            batch_size=self.batch_size,
+            show_progress_bar=False,
+            activation_fn=self._activation_fn,
+            convert_to_numpy=True,
+        )
+        return checked_scores(raw.tolist(), len(texts), self.name)
+
+    async def ascore(
+        self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None
+    ) -> list[float]:
+        """CPU-bound model inference: run it off the event loop."""
+        return await asyncio.to_thread(self.score, query, texts, deadline=deadline)
+
+    def __repr__(self) -> str:
+        return f"CrossEncoderScorer({self.model_name_or_path!r}, activation={self.activation!r})"
