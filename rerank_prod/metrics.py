@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from rerank_prod.types import RerankResult, SourceKind
+
+
+def latency_summary(latencies: Iterable[float]) -> dict[str, float | None]:
+    """Mean and p50/p95/p99 (linear interpolation), all None when there is nothing to summarize."""
+    values = np.asarray(list(latencies), dtype=np.float64)
+    if not values.size:
+        return {"p50": None, "p95": None, "p99": None, "mean": None}
+    p50, p95, p99 = np.percentile(values, [50, 95, 99]).tolist()
+    return {"p50": p50, "p95": p95, "p99": p99, "mean": float(values.mean())}
 
 
 class RerankMetrics:
@@ -37,16 +47,12 @@ class RerankMetrics:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            latencies = np.asarray(self._latencies, dtype=np.float64)
+            latencies = list(self._latencies)
             by_source = {kind.value: self._by_source[kind.value] for kind in SourceKind}
             snapshot: dict[str, Any] = {
                 "calls": self._calls,
                 "by_source": by_source,
                 "fallback_reasons": dict(self._fallback_reasons),
             }
-        if latencies.size:
-            p50, p95, p99 = np.percentile(latencies, [50, 95, 99]).tolist()
-            snapshot["latency_s"] = {"p50": p50, "p95": p95, "p99": p99, "mean": float(latencies.mean())}
-        else:
-            snapshot["latency_s"] = {"p50": None, "p95": None, "p99": None, "mean": None}
+        snapshot["latency_s"] = latency_summary(latencies)
         return snapshot

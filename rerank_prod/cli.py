@@ -1,0 +1,200 @@
+"""`rerank-prod`: measure a re-ranker on your data before you ship it.
+
+    rerank-prod eval  DATASET_DIR --model PATH [--reranker SPEC ...] [--config FILE] [--gate-sweep 0:0.5:0.05]
+    rerank-prod bench DATASET_DIR --model PATH [--sizes 20,100]
+
+Heavy libraries (torch, bm25s, pytrec_eval, matplotlib, frameworks) load only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rerank_prod.scoring import DEFAULT_CROSS_ENCODER
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    return _ints(text)[0] if "," not in text else _fail(f"expected one positive integer, got {text!r}")
+
+
+def _fail(message: str) -> int:
+    raise argparse.ArgumentTypeError(message)
+
+
+def _thresholds(text: str) -> list[float]:
+    """START:STOP:STEP, STOP included (0:0.5:0.1 -> 0, 0.1, ..., 0.5)."""
+    try:
+        start, stop, step = (float(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:STOP:STEP, got {text!r}") from None
+    if step <= 0 or stop < start or not 0 <= start <= 1 or not 0 <= stop <= 1:
+        raise argparse.ArgumentTypeError(f"need 0 <= START <= STOP <= 1 and STEP > 0, got {text!r}")
+    count = int(round((stop - start) / step)) + 1
+    return [round(start + i * step, 10) for i in range(count) if start + i * step <= stop + 1e-9]
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "dataset", type=Path, help="BEIR-layout directory: corpus.jsonl, queries.jsonl, qrels/<split>.tsv"
+    )
+    parser.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
+    parser.add_argument(
+        "--run",
+        type=Path,
+        dest="run_file",
+        help="TREC run file ('qid Q0 docid rank score tag') as the first stage instead of BM25",
+    )
+    parser.add_argument("--bm25-k1", type=float, default=0.9, help="BM25 k1 (default 0.9, Anserini's)")
+    parser.add_argument("--bm25-b", type=float, default=0.4, help="BM25 b (default 0.4, Anserini's)")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_CROSS_ENCODER,
+        help=f"cross-encoder path or hub id for the default scorer (default {DEFAULT_CROSS_ENCODER})",
+    )
+    parser.add_argument(
+        "--activation",
+        default="identity",
+        choices=("identity", "sigmoid", "default"),
+        help="score the default scorer returns: raw logits (default; what per-query min-max "
+        "fusion should see), sigmoid probabilities, or the model's own",
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=32)
+    parser.add_argument(
+        "--max-length", type=_positive_int, default=None, help="token cap (default: the model's)"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="directory for the report, JSON and run files"
+    )
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rerank-prod", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="ranking quality and latency of re-ranker configurations",
+        description="Re-rank a first stage's top-K with each configuration and "
+        "report NDCG/MRR/Recall, latency and a verdict per configuration.",
+    )
+    _add_common(evaluate)
+    evaluate.add_argument(
+        "--top-k", type=_positive_int, default=100, help="candidates per query (default 100)"
+    )
+    evaluate.add_argument(
+        "--k",
+        type=_ints,
+        default=[5, 10],
+        dest="ks",
+        help="metric cutoffs, comma-separated (default 5,10; 5 and 10 are always added)",
+    )
+    evaluate.add_argument(
+        "--reranker",
+        "-r",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="a configuration as comma-separated key=value, repeatable, e.g. "
+        "'name=hybrid,fusion=weighted,fusion.retrieval_weight=0.5,gate.min_top_gap=0.3'. "
+        "Keys: name, scorer, fusion, gate, result_cache, score_cache, timeout_s, fallback, "
+        "fallback_timeout_s, top_n, score_threshold ('table.option=value' for options)",
+    )
+    evaluate.add_argument("--config", type=Path, help="JSON or TOML file listing configurations")
+    evaluate.add_argument(
+        "--max-queries", type=_positive_int, help="evaluate only the first N judged queries"
+    )
+    evaluate.add_argument(
+        "--no-replay",
+        dest="replay",
+        action="store_false",
+        help="score live in every configuration instead of replaying shared scorer results",
+    )
+    evaluate.add_argument(
+        "--gate-sweep",
+        type=_thresholds,
+        metavar="START:STOP:STEP",
+        help="also sweep gate thresholds, e.g. 0:0.6:0.05 (replays scores, no re-scoring)",
+    )
+    evaluate.add_argument("--sweep-signal", choices=("top_gap", "top_k_std"), default="top_gap")
+    evaluate.add_argument(
+        "--sweep-top-k", type=_positive_int, default=5, help="top_k for the top_k_std signal"
+    )
+    evaluate.add_argument(
+        "--sweep-config", help="ungated configuration to sweep (default: the first ungated)"
+    )
+    evaluate.add_argument("--no-plot", dest="plot", action="store_false")
+    return parser
+
+
+def default_scorer(args: argparse.Namespace) -> dict[str, object]:
+    scorer: dict[str, object] = {
+        "type": "cross-encoder",
+        "model": args.model,
+        "activation": args.activation,
+        "batch_size": args.batch_size,
+    }
+    if args.max_length is not None:
+        scorer["max_length"] = args.max_length
+    return scorer
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from rerank_prod.evaluation.configs import resolve_specs
+    from rerank_prod.evaluation.experiment import EvalOptions, run_eval
+    from rerank_prod.evaluation.report import eval_terminal
+
+    options = EvalOptions(
+        dataset=args.dataset,
+        specs=resolve_specs(args.reranker, args.config, default_scorer(args)),
+        out=args.out,
+        split=args.split,
+        top_k=args.top_k,
+        ks=args.ks,
+        run_file=args.run_file,
+        bm25_k1=args.bm25_k1,
+        bm25_b=args.bm25_b,
+        max_queries=args.max_queries,
+        replay=args.replay,
+        progress=args.progress,
+        sweep_thresholds=args.gate_sweep or (),
+        sweep_signal=args.sweep_signal,
+        sweep_top_k=args.sweep_top_k,
+        sweep_config=args.sweep_config,
+        plot=args.plot,
+    )
+    report = run_eval(options)
+    print(eval_terminal(report))
+    print(
+        f"\nwrote {args.out / 'report.md'}, {args.out / 'results.json'}, {args.out / 'runs'}/"
+        + (f", {args.out / 'plot.png'}" if args.plot else "")
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rerank_prod.evaluation.dataset import EvalInputError
+
+    try:
+        {"eval": _eval}[args.command](args)
+    except EvalInputError as exc:
+        print(f"rerank-prod {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

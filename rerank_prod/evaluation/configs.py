@@ -1,0 +1,252 @@
+"""Re-ranker configurations as plain data: built from CLI flags or a JSON/TOML file.
+
+A configuration is a dict; every `Reranker` setting is reachable from it:
+
+    {"name": "hybrid",
+     "scorer": {"type": "cross-encoder", "model": "path/or/hub-id", "activation": "identity"},
+     "fusion": {"type": "weighted", "rerank_weight": 0.5, "retrieval_weight": 0.5},
+     "gate": {"min_top_gap": 0.3},
+     "result_cache": true, "score_cache": {"maxsize": 100000, "ttl_s": null},
+     "timeout_s": 2.0, "fallback": {"type": "cross-encoder", "model": "smaller-model"},
+     "top_n": null, "score_threshold": null}
+
+Scorers and cache backends are built by name from small registries, so a new backend plugs in
+with `register_scorer("cohere", lambda **options: CohereScorer(**options))` (or
+`register_cache_backend`) and is then usable from flags and files without touching the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from rerank_prod.cache import CacheBackend, InMemoryCache, ResultCache, ScoreCache
+from rerank_prod.evaluation.dataset import EvalInputError
+from rerank_prod.fusion import ReciprocalRankFusion, WeightedFusion
+from rerank_prod.gate import ConfidenceGate
+from rerank_prod.pipeline import Reranker
+from rerank_prod.scoring import DEFAULT_CROSS_ENCODER, CrossEncoderScorer, Scorer
+
+Spec = dict[str, Any]
+
+CONFIG_KEYS = (
+    "name",
+    "scorer",
+    "fusion",
+    "gate",
+    "result_cache",
+    "score_cache",
+    "timeout_s",
+    "fallback",
+    "fallback_timeout_s",
+    "top_n",
+    "score_threshold",
+)
+_TABLE_KEYS = ("scorer", "fusion", "gate", "result_cache", "score_cache", "fallback")
+
+
+def _cross_encoder(model: str = DEFAULT_CROSS_ENCODER, **options: Any) -> Scorer:
+    return CrossEncoderScorer(model, **options)
+
+
+SCORERS: dict[str, Callable[..., Scorer]] = {"cross-encoder": _cross_encoder}
+CACHE_BACKENDS: dict[str, Callable[..., CacheBackend]] = {"memory": InMemoryCache}
+FUSIONS: dict[str, Callable[..., Any]] = {"weighted": WeightedFusion, "rrf": ReciprocalRankFusion}
+
+
+def register_scorer(name: str, factory: Callable[..., Scorer]) -> None:
+    """Make a scorer type usable as `{"type": name, **options}`; options go to `factory`."""
+    SCORERS[name] = factory
+
+
+def register_cache_backend(name: str, factory: Callable[..., CacheBackend]) -> None:
+    """Make a cache backend usable as `{"backend": name, **options}`."""
+    CACHE_BACKENDS[name] = factory
+
+
+def _construct(what: str, factory: Callable[..., Any], options: Mapping[str, Any]) -> Any:
+    try:
+        return factory(**options)
+    except (TypeError, ValueError) as exc:
+        raise EvalInputError(f"{what}: {exc}") from None
+
+
+def _registered(
+    kind: str,
+    registry: Mapping[str, Callable[..., Any]],
+    spec: Mapping[str, Any],
+    type_key: str,
+    default: str,
+) -> Any:
+    options = dict(spec)
+    type_name = options.pop(type_key, default)
+    if type_name not in registry:
+        raise EvalInputError(f"unknown {kind} {type_name!r}; known: {', '.join(sorted(registry))}")
+    return _construct(f"{kind} {type_name!r}", registry[type_name], options)
+
+
+def build_scorer(spec: Mapping[str, Any]) -> Scorer:
+    return _registered("scorer", SCORERS, spec, "type", "cross-encoder")
+
+
+def _options(value: Any) -> dict[str, Any] | None:
+    """A table's options: `true` means defaults, `false`/absent means off."""
+    if value in (None, False):
+        return None
+    return {} if value is True else dict(value)
+
+
+def build_reranker(spec: Spec) -> Reranker:
+    """A `Reranker` from a configuration checked by `normalize_spec`."""
+    fusion, gate, fallback = (_options(spec.get(key)) for key in ("fusion", "gate", "fallback"))
+    result_cache, score_cache = (_options(spec.get(key)) for key in ("result_cache", "score_cache"))
+    settings = {
+        "scorer": build_scorer(spec["scorer"]),
+        "fusion": None if fusion is None else _registered("fusion", FUSIONS, fusion, "type", "weighted"),
+        "gate": None if gate is None else _construct("gate", ConfidenceGate, gate),
+        "result_cache": None
+        if result_cache is None
+        else ResultCache(_registered("cache backend", CACHE_BACKENDS, result_cache, "backend", "memory")),
+        "score_cache": None
+        if score_cache is None
+        else ScoreCache(_registered("cache backend", CACHE_BACKENDS, score_cache, "backend", "memory")),
+        "fallback_scorer": None if fallback is None else build_scorer(fallback),
+        **{key: spec.get(key) for key in ("top_n", "score_threshold", "timeout_s", "fallback_timeout_s")},
+    }
+    scorer = settings.pop("scorer")
+    return _construct(f"re-ranker {spec['name']!r}", lambda **kw: Reranker(scorer, **kw), settings)
+
+
+def normalize_spec(raw: Mapping[str, Any], default_scorer: Mapping[str, Any], position: int) -> Spec:
+    """Check keys, give a name, and lay the configuration's scorer options over the default scorer."""
+    if not isinstance(raw, Mapping):
+        raise EvalInputError(f"re-ranker configuration {position} must be a table/object, got {raw!r}")
+    unknown = sorted(set(raw) - set(CONFIG_KEYS))
+    if unknown:
+        raise EvalInputError(
+            f"re-ranker configuration {position}: unknown keys {unknown}; allowed: {', '.join(CONFIG_KEYS)}"
+        )
+    spec: Spec = dict(raw)
+    for key in _TABLE_KEYS:
+        value = spec.get(key)
+        if isinstance(value, str):  # shorthand: fusion="rrf", scorer="cross-encoder", result_cache="memory"
+            spec[key] = {"backend" if key.endswith("cache") else "type": value}
+        elif (
+            value is not None
+            and not isinstance(value, Mapping)
+            and (key == "scorer" or not isinstance(value, bool))
+        ):
+            raise EvalInputError(
+                f"re-ranker configuration {position}: {key!r} must be a table, got {value!r}"
+            )
+    scorer = dict(spec.get("scorer") or {})
+    same_type = scorer.get("type", default_scorer.get("type")) == default_scorer.get("type")
+    spec["scorer"] = {**default_scorer, **scorer} if same_type else scorer
+    spec.setdefault("name", describe(spec))
+    if not isinstance(spec["name"], str) or not spec["name"].strip():
+        raise EvalInputError(f"re-ranker configuration {position}: name must be a non-empty string")
+    return spec
+
+
+def describe(spec: Spec) -> str:
+    """A readable default name: what the configuration adds to the model."""
+    parts = [str(spec["scorer"].get("type", "cross-encoder"))]
+    fusion = spec.get("fusion")
+    if fusion:
+        weights = "/".join(
+            str(fusion[w]) for w in ("rerank_weight", "retrieval_weight", "bm25_weight") if w in fusion
+        )
+        parts.append(f"{fusion.get('type', 'weighted')}{' ' + weights if weights else ''}")
+    if spec.get("gate"):
+        parts.append("gated")
+    if spec.get("result_cache") or spec.get("score_cache"):
+        parts.append("cached")
+    if spec.get("fallback") or spec.get("timeout_s"):
+        parts.append("deadline")
+    return " + ".join(parts)
+
+
+def _parse_value(text: str) -> Any:
+    """JSON scalars (numbers, true/false, null) as such; anything else is a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_flag_spec(text: str) -> Spec:
+    """`--reranker 'name=hybrid,fusion=weighted,fusion.retrieval_weight=0.3,gate.min_top_gap=0.2'`.
+
+    `table=type` sets a table's type (or a cache's backend); `table.option=value` sets an option.
+    """
+    spec: Spec = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise EvalInputError(f"--reranker item {item!r} must be key=value")
+        table, dot, option = key.partition(".")
+        if not dot:
+            if table in _TABLE_KEYS and isinstance(spec.get(table), dict):
+                spec[table]["backend" if table.endswith("cache") else "type"] = _parse_value(value)
+            else:
+                spec[table] = _parse_value(value)
+            continue
+        if table not in _TABLE_KEYS:
+            raise EvalInputError(f"--reranker key {key!r}: only {', '.join(_TABLE_KEYS)} take options")
+        current = spec.get(table)
+        if isinstance(current, str):
+            current = {"backend" if table.endswith("cache") else "type": current}
+        elif not isinstance(current, dict):
+            current = {}
+        current[option] = _parse_value(value)
+        spec[table] = current
+    return spec
+
+
+def load_config_file(path: str | Path) -> list[Spec]:
+    """JSON (`{"rerankers": [...]}` or a list) or TOML (`[[reranker]]` tables)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalInputError(f"config file {path} not found")
+    try:
+        if path.suffix.lower() == ".toml":
+            data: Any = tomllib.loads(path.read_text(encoding="utf-8"))
+        else:
+            data = json.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EvalInputError(f"config file {path}: {exc}") from None
+    if isinstance(data, Mapping):
+        data = data.get("reranker", data.get("rerankers"))
+    if not isinstance(data, list) or not data:
+        raise EvalInputError(
+            f"config file {path} must list re-rankers: TOML [[reranker]] tables, "
+            f'or JSON {{"rerankers": [...]}}'
+        )
+    return list(data)
+
+
+def default_specs() -> list[Spec]:
+    """The trade-offs worth seeing first: the model alone, 50/50 fusion with the retriever, gated fusion."""
+    fusion = {"type": "weighted", "rerank_weight": 0.5, "retrieval_weight": 0.5}
+    return [
+        {"name": "model"},
+        {"name": "fusion 50/50", "fusion": fusion},
+        {"name": "fusion 50/50 + gate", "fusion": fusion, "gate": {"min_top_gap": 0.3}},
+    ]
+
+
+def resolve_specs(
+    flag_specs: Sequence[str], config_file: str | Path | None, default_scorer: Mapping[str, Any]
+) -> list[Spec]:
+    """Configurations from the file, then the flags; the defaults when neither gives any."""
+    raw = (load_config_file(config_file) if config_file else []) + [parse_flag_spec(s) for s in flag_specs]
+    specs = [normalize_spec(r, default_scorer, i + 1) for i, r in enumerate(raw or default_specs())]
+    names = [s["name"] for s in specs]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise EvalInputError(f"re-ranker names must be unique; repeated: {duplicated}")
+    return specs

@@ -1,0 +1,194 @@
+"""Renders evaluation and benchmark results: terminal and markdown tables, and the quality/latency plot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rerank_prod.evaluation.ir_metrics import metric_names
+
+
+def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool = False) -> str:
+    """Aligned columns; the first column left-aligned, numbers right-aligned."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        pairs = enumerate(zip(cells, widths, strict=True))
+        padded = [str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in pairs]
+        return f"| {' | '.join(padded)} |" if markdown else "  ".join(padded)
+
+    rule = (
+        "|" + "|".join("-" * (w + 1) + (":" if i else "-") for i, w in enumerate(widths)) + "|"
+        if markdown
+        else "  ".join("-" * w for w in widths)
+    )
+    return "\n".join([line(header), rule, *(line(row) for row in rows)])
+
+
+def number(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _cache_hits(rates: dict[str, float | None]) -> str:
+    """Result-cache hits per call, plus the pair hit rate when a score cache is configured."""
+    pairs = rates["score_cache_hit"]
+    return percent(rates["cache_hit"]) + ("" if pairs is None else f" (pairs {percent(pairs)})")
+
+
+def _eval_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    names = metric_names(report["settings"]["ks"])
+    header = [
+        "system",
+        *(name.upper().replace("RECALL", "R") for name in names),
+        "dNDCG@5",
+        "dNDCG@10",
+        "mean ms",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "fallback",
+        "gate skip",
+        "cache hit",
+    ]
+    rows = []
+    for system in report["systems"]:
+        if "latency_ms" not in system:  # the first stage: quality only
+            rows.append([system["name"], *(number(system["metrics"][name]) for name in names)] + ["-"] * 9)
+            continue
+        latency, rates = system["latency_ms"], system["rates"]
+        rows.append(
+            [
+                system["name"],
+                *(number(system["metrics"][name]) for name in names),
+                *(f"{system['gain'][name]:+.4f}" for name in ("ndcg@5", "ndcg@10")),
+                *(number(latency[p], 1) for p in ("mean", "p50", "p95", "p99")),
+                percent(rates["fallback"]),
+                percent(rates["gate_skip"]),
+                _cache_hits(rates),
+            ]
+        )
+    return header, rows
+
+
+def _verdicts(report: dict[str, Any]) -> list[str]:
+    return [f"{system['name']}: {system['verdict']}" for system in report["systems"] if "verdict" in system]
+
+
+def _sweep_rows(sweep: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "threshold",
+        "skip rate",
+        "NDCG@10",
+        "NDCG@10 loss",
+        "gain vs first stage",
+        "est. mean ms",
+        "est. p95 ms",
+    ]
+    rows = [
+        [
+            f"{p['threshold']:.3g}",
+            percent(p["skip_rate"]),
+            number(p["ndcg@10"]),
+            number(p["ndcg@10_loss"]),
+            number(p["gain_over_first_stage"]),
+            number(p["est_latency_ms"]["mean"], 1),
+            number(p["est_latency_ms"]["p95"], 1),
+        ]
+        for p in sweep["points"]
+    ]
+    return header, rows
+
+
+def _sweep_title(sweep: dict[str, Any]) -> str:
+    return (
+        f"Gate sweep over {sweep['config']!r} (signal {sweep['signal']}, top_k {sweep['top_k']}; "
+        f"ungated NDCG@10 {sweep['ungated_ndcg@10']:.4f}); skipped queries keep the first-stage order"
+    )
+
+
+def _settings_line(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    return (
+        f"{s['dataset']} [{s['split']}], {s['queries']} queries, first stage {s['first_stage']}, "
+        f"top-{s['top_k']} candidates"
+    )
+
+
+def eval_terminal(report: dict[str, Any]) -> str:
+    parts = [_settings_line(report), "", render_table(*_eval_rows(report)), "", *_verdicts(report)]
+    if report["gate_sweep"]:
+        parts += ["", _sweep_title(report["gate_sweep"]), render_table(*_sweep_rows(report["gate_sweep"]))]
+    return "\n".join(parts)
+
+
+def eval_markdown(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    parts = [
+        "# Re-ranking evaluation",
+        "",
+        f"{_settings_line(report)}. Metrics by trec_eval (pytrec_eval); latency is per re-rank call in ms.",
+        "",
+        render_table(*_eval_rows(report), markdown=True),
+        "",
+        "## Verdicts",
+        "",
+        *(f"- {line}" for line in _verdicts(report)),
+        "",
+    ]
+    if s["replay"]:
+        parts += [
+            "Configurations sharing a scorer scored each query once; later ones replay the scores and are "
+            "charged the recorded model time plus their own measured pipeline time.",
+            "",
+        ]
+    if report["gate_sweep"]:
+        parts += [
+            "## Gate sweep",
+            "",
+            _sweep_title(report["gate_sweep"]) + ".",
+            "",
+            render_table(*_sweep_rows(report["gate_sweep"]), markdown=True),
+            "",
+        ]
+    parts += ["## Configurations", ""]
+    parts += [
+        f"- **{sys['name']}**: `{sys['config']}` -> `{sys['run_file']}`"
+        for sys in report["systems"]
+        if "config" in sys
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def plot_quality_latency(report: dict[str, Any], path: Path) -> None:
+    """NDCG@10 against p95 re-rank latency, one point per system (the first stage sits at 0 ms)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for system in report["systems"]:
+        p95 = (system.get("latency_ms") or {}).get("p95") or 0.0
+        axes.scatter(p95, system["metrics"]["ndcg@10"], s=40)
+        axes.annotate(
+            system["name"],
+            (p95, system["metrics"]["ndcg@10"]),
+            textcoords="offset points",
+            xytext=(5, 5),
+            fontsize=8,
+        )
+    axes.set_xlabel("p95 re-rank latency (ms)")
+    axes.set_ylabel("NDCG@10")
+    axes.set_title(
+        f"Quality vs latency: {Path(report['settings']['dataset']).name} "
+        f"[{report['settings']['split']}], top-{report['settings']['top_k']}"
+    )
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
