@@ -71,7 +71,7 @@ def register_cache_backend(name: str, factory: Callable[..., CacheBackend]) -> N
 def _construct(what: str, factory: Callable[..., Any], options: Mapping[str, Any]) -> Any:
     try:
         return factory(**options)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OSError) as exc:  # OSError: a model path or hub id that cannot load
         raise EvalInputError(f"{what}: {exc}") from None
 
 
@@ -100,24 +100,27 @@ def _options(value: Any) -> dict[str, Any] | None:
     return {} if value is True else dict(value)
 
 
+def _cache(layer: type[ResultCache] | type[ScoreCache], options: dict[str, Any] | None) -> Any:
+    if options is None:
+        return None
+    return layer(_registered("cache backend", CACHE_BACKENDS, options, "backend", "memory"))
+
+
 def build_reranker(spec: Spec) -> Reranker:
-    """A `Reranker` from a configuration checked by `normalize_spec`."""
-    fusion, gate, fallback = (_options(spec.get(key)) for key in ("fusion", "gate", "fallback"))
-    result_cache, score_cache = (_options(spec.get(key)) for key in ("result_cache", "score_cache"))
+    """A `Reranker` from a configuration checked by `normalize_spec`. The cheap parts are built
+    first, so a mistake in them is reported before any model loads."""
+    fusion, gate, result_cache, score_cache, fallback = (
+        _options(spec.get(key)) for key in ("fusion", "gate", "result_cache", "score_cache", "fallback")
+    )
     settings = {
-        "scorer": build_scorer(spec["scorer"]),
         "fusion": None if fusion is None else _registered("fusion", FUSIONS, fusion, "type", "weighted"),
         "gate": None if gate is None else _construct("gate", ConfidenceGate, gate),
-        "result_cache": None
-        if result_cache is None
-        else ResultCache(_registered("cache backend", CACHE_BACKENDS, result_cache, "backend", "memory")),
-        "score_cache": None
-        if score_cache is None
-        else ScoreCache(_registered("cache backend", CACHE_BACKENDS, score_cache, "backend", "memory")),
-        "fallback_scorer": None if fallback is None else build_scorer(fallback),
+        "result_cache": _cache(ResultCache, result_cache),
+        "score_cache": _cache(ScoreCache, score_cache),
         **{key: spec.get(key) for key in ("top_n", "score_threshold", "timeout_s", "fallback_timeout_s")},
     }
-    scorer = settings.pop("scorer")
+    settings["fallback_scorer"] = None if fallback is None else build_scorer(fallback)
+    scorer = build_scorer(spec["scorer"])
     return _construct(f"re-ranker {spec['name']!r}", lambda **kw: Reranker(scorer, **kw), settings)
 
 

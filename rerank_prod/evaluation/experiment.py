@@ -20,6 +20,7 @@ from rerank_prod.metrics import latency_summary
 
 WORTH_IT_NDCG5_GAIN = 0.03
 """The seeds' rule of thumb: below this NDCG@5 gain a re-ranker is probably not worth its latency."""
+FIRST_STAGE_RUN = "runs/first-stage.trec"
 VERDICT_CUTOFFS = (5, 10)
 """Always computed: NDCG@5 drives the verdict, NDCG@10 the plot and the gate sweep."""
 
@@ -114,23 +115,29 @@ def _system(
     return system
 
 
+def _sweep_base(options: EvalOptions) -> str | None:
+    """The configuration the gate sweep replays, checked before anything runs."""
+    if not options.sweep_thresholds:
+        return None
+    gated = {spec["name"]: bool(spec.get("gate")) for spec in options.specs}
+    if options.sweep_config is not None and options.sweep_config not in gated:
+        raise EvalInputError(f"--sweep-config {options.sweep_config!r} is not one of {sorted(gated)}")
+    name = options.sweep_config or next((n for n, has_gate in gated.items() if not has_gate), None)
+    if name is None or gated[name]:
+        raise EvalInputError(
+            "the gate sweep needs an ungated configuration to replay (the sweep adds the gate)"
+        )
+    return name
+
+
 def _sweep(
     options: EvalOptions,
-    runs: list[ConfigRun],
+    base: ConfigRun,
     candidates: Mapping[str, Any],
     first_stage: Mapping[str, Ranking],
     qrels: Mapping[str, Any],
     baseline_ndcg10: float,
 ) -> dict[str, Any]:
-    by_name = {run.name: run for run in runs}
-    if options.sweep_config is not None and options.sweep_config not in by_name:
-        raise EvalInputError(f"--sweep-config {options.sweep_config!r} is not one of {sorted(by_name)}")
-    ungated = [run for run in runs if not run.spec.get("gate")]
-    base = by_name[options.sweep_config] if options.sweep_config else (ungated or [None])[0]
-    if base is None or base.spec.get("gate"):
-        raise EvalInputError(
-            "the gate sweep needs an ungated configuration to replay (the sweep adds the gate)"
-        )
     full_ndcg10 = mean_metrics(evaluate(qrels, docids(base.rankings), [10]))["ndcg@10"]
     points = []
     for point in gate_sweep(
@@ -162,6 +169,12 @@ def run_eval(options: EvalOptions) -> dict[str, Any]:
     started = time.time()
     if options.top_k < 1:
         raise EvalInputError(f"--top-k must be >= 1, got {options.top_k}")
+    sweep_base = _sweep_base(options)
+    run_files = {spec["name"]: f"runs/{slug(spec['name'])}.trec" for spec in options.specs}
+    if len(set(run_files.values()) | {FIRST_STAGE_RUN}) != len(run_files) + 1:
+        raise EvalInputError(
+            f"configuration names must give distinct run file names: {sorted(run_files.values())}"
+        )
     dataset = load_beir(options.dataset, options.split)
     query_ids = dataset.query_ids[: options.max_queries]
     stage_name, first_stage = _first_stage(options, dataset, query_ids)
@@ -182,13 +195,14 @@ def run_eval(options: EvalOptions) -> dict[str, Any]:
     runs_dir = options.out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     baseline_metrics = evaluate(qrels, docids(first_stage), ks)
-    write_run(runs_dir / "first-stage.trec", first_stage, "first-stage")
-    systems = [_system(stage_name, baseline_metrics, None, None, "runs/first-stage.trec")]
+    write_run(options.out / FIRST_STAGE_RUN, first_stage, "first-stage")
+    systems = [_system(stage_name, baseline_metrics, None, None, FIRST_STAGE_RUN)]
     baseline = systems[0]["metrics"]
     for run in runs:
-        run_file = f"runs/{slug(run.name)}.trec"
-        write_run(options.out / run_file, run.rankings, slug(run.name))
-        systems.append(_system(run.name, evaluate(qrels, docids(run.rankings), ks), baseline, run, run_file))
+        write_run(options.out / run_files[run.name], run.rankings, slug(run.name))
+        systems.append(
+            _system(run.name, evaluate(qrels, docids(run.rankings), ks), baseline, run, run_files[run.name])
+        )
 
     report: dict[str, Any] = {
         "settings": {
@@ -204,10 +218,15 @@ def run_eval(options: EvalOptions) -> dict[str, Any]:
             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         },
         "systems": systems,
-        "gate_sweep": (
-            _sweep(options, runs, candidates, first_stage, qrels, baseline["ndcg@10"])
-            if options.sweep_thresholds
-            else None
+        "gate_sweep": None
+        if sweep_base is None
+        else _sweep(
+            options,
+            next(run for run in runs if run.name == sweep_base),
+            candidates,
+            first_stage,
+            qrels,
+            baseline["ndcg@10"],
         ),
     }
     report["settings"]["wall_s"] = time.time() - started

@@ -119,6 +119,7 @@ def _ranking(result: RerankResult) -> Ranking:
 
 def run_config(
     spec: Spec,
+    reranker: Reranker,
     queries: Mapping[str, str],
     candidates: Mapping[str, Sequence[Candidate]],
     recordings: dict[str, Recording] | None,
@@ -129,7 +130,6 @@ def run_config(
     is shared across configurations and keyed by scorer settings."""
     from tqdm.auto import tqdm
 
-    reranker: Reranker = build_reranker(spec)
     replay = recordings is not None and spec.get("timeout_s") is None
     replayer = None
     if replay:
@@ -198,8 +198,14 @@ def run_configs(
     replay: bool = True,
     progress: bool = False,
 ) -> list[ConfigRun]:
+    """Builds every configuration before running any, so a broken one fails in seconds, not after
+    the others have run for minutes."""
+    rerankers = [build_reranker(spec) for spec in specs]
     recordings: dict[str, Recording] | None = {} if replay else None
-    return [run_config(spec, queries, candidates, recordings, progress=progress) for spec in specs]
+    return [
+        run_config(spec, reranker, queries, candidates, recordings, progress=progress)
+        for spec, reranker in zip(specs, rerankers, strict=True)
+    ]
 
 
 def docids(rankings: Mapping[str, Ranking]) -> dict[str, list[str]]:
