@@ -255,9 +255,9 @@ class Reranker:
         missing = [i for i, score in enumerate(scores) if score is None]
         if missing:
             fresh = yield _Score(scorer, call.query, [texts[i] for i in missing], deadline)
-            for i, score in zip(missing, fresh):
+            for i, score in zip(missing, fresh, strict=True):
                 scores[i] = score
-            yield _WriteScores({keys[i]: fresh_score for i, fresh_score in zip(missing, fresh)})
+            yield _WriteScores({keys[i]: fresh_score for i, fresh_score in zip(missing, fresh, strict=True)})
         return cast(list[float], scores)
 
     def _fallback(self, call: _Call, failure: Exception, decision: GateDecision | None) -> _Plan:
