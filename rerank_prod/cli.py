@@ -9,11 +9,16 @@ Heavy libraries (torch, bm25s, pytrec_eval, matplotlib, frameworks) load only wh
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from rerank_prod.scoring import DEFAULT_CROSS_ENCODER
+
+BENCH_SYSTEMS = ("core", "langchain", "llamaindex", "langchain-crossencoder", "llamaindex-sentence-transformer")
+"""`rerank-prod bench --systems` names (see `rerank_prod.evaluation.bench.SYSTEMS`), kept here so
+building the parser imports no framework."""
 
 
 def _ints(text: str) -> list[int]:
@@ -64,20 +69,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_CROSS_ENCODER,
         help=f"cross-encoder path or hub id for the default scorer (default {DEFAULT_CROSS_ENCODER})",
     )
-    parser.add_argument(
-        "--activation",
-        default="identity",
-        choices=("identity", "sigmoid", "default"),
-        help="score the default scorer returns: raw logits (default; what per-query min-max "
-        "fusion should see), sigmoid probabilities, or the model's own",
-    )
-    parser.add_argument("--batch-size", type=_positive_int, default=32)
-    parser.add_argument(
-        "--max-length", type=_positive_int, default=None, help="token cap (default: the model's)"
-    )
-    parser.add_argument(
-        "--out", type=Path, required=True, help="directory for the report, JSON and run files"
-    )
+    parser.add_argument("--out", type=Path, required=True, help="directory for the report, JSON and run files")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
@@ -93,8 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(evaluate)
     evaluate.add_argument(
-        "--top-k", type=_positive_int, default=100, help="candidates per query (default 100)"
+        "--activation",
+        default="identity",
+        choices=("identity", "sigmoid", "default"),
+        help="score the default scorer returns: raw logits (default; what per-query min-max "
+        "fusion should see), sigmoid probabilities, or the model's own",
     )
+    evaluate.add_argument("--batch-size", type=_positive_int, default=32)
+    evaluate.add_argument("--max-length", type=_positive_int, default=None, help="token cap (default: the model's)")
+    evaluate.add_argument("--top-k", type=_positive_int, default=100, help="candidates per query (default 100)")
     evaluate.add_argument(
         "--k",
         type=_ints,
@@ -114,9 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         "fallback_timeout_s, top_n, score_threshold ('table.option=value' for options)",
     )
     evaluate.add_argument("--config", type=Path, help="JSON or TOML file listing configurations")
-    evaluate.add_argument(
-        "--max-queries", type=_positive_int, help="evaluate only the first N judged queries"
-    )
+    evaluate.add_argument("--max-queries", type=_positive_int, help="evaluate only the first N judged queries")
     evaluate.add_argument(
         "--no-replay",
         dest="replay",
@@ -130,13 +127,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="also sweep gate thresholds, e.g. 0:0.6:0.05 (replays scores, no re-scoring)",
     )
     evaluate.add_argument("--sweep-signal", choices=("top_gap", "top_k_std"), default="top_gap")
-    evaluate.add_argument(
-        "--sweep-top-k", type=_positive_int, default=5, help="top_k for the top_k_std signal"
-    )
-    evaluate.add_argument(
-        "--sweep-config", help="ungated configuration to sweep (default: the first ungated)"
-    )
+    evaluate.add_argument("--sweep-top-k", type=_positive_int, default=5, help="top_k for the top_k_std signal")
+    evaluate.add_argument("--sweep-config", help="ungated configuration to sweep (default: the first ungated)")
     evaluate.add_argument("--no-plot", dest="plot", action="store_false")
+
+    bench = commands.add_parser(
+        "bench",
+        help="latency, order agreement, memory and concurrency vs the frameworks' own re-rankers",
+        description="Re-rank the same candidate sets with the same model through rerank-prod's core, its "
+        "LangChain and LlamaIndex adapters, LangChain's CrossEncoderReranker and LlamaIndex's "
+        "SentenceTransformerRerank. The defaults take a few minutes on 2 CPU cores.",
+    )
+    _add_common(bench)
+    bench.add_argument("--sizes", type=_ints, default=[20, 100], help="candidates per call (default 20,100)")
+    bench.add_argument("--queries", type=_positive_int, default=3, help="candidate sets per size (default 3)")
+    bench.add_argument("--repeats", type=_positive_int, default=2, help="timed rounds over the sets (default 2)")
+    bench.add_argument("--warmup", type=int, default=1, help="untimed calls per system first (default 1)")
+    bench.add_argument(
+        "--systems",
+        default=",".join(BENCH_SYSTEMS),
+        help=f"comma-separated, the first gives the reference order (default {','.join(BENCH_SYSTEMS)})",
+    )
+    bench.add_argument("--concurrency", type=int, default=4, help="concurrent async callers (default 4; 0: skip)")
+    bench.add_argument("--calls-per-caller", type=_positive_int, default=2)
+    bench.add_argument(
+        "--concurrency-size", type=_positive_int, help="candidates per call under concurrency (default: smallest)"
+    )
+    bench.add_argument(
+        "--no-memory",
+        dest="memory",
+        action="store_false",
+        help="skip the per-system memory probes (each loads the model in a fresh process)",
+    )
     return parser
 
 
@@ -184,12 +206,59 @@ def _eval(args: argparse.Namespace) -> None:
     )
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from rerank_prod.evaluation.bench import BenchOptions, run_bench
+    from rerank_prod.evaluation.dataset import EvalInputError, load_beir
+    from rerank_prod.evaluation.first_stage import candidate_sets, first_stage_rankings
+    from rerank_prod.evaluation.report import bench_sections
+
+    dataset = load_beir(args.dataset, args.split)
+    depth = max(args.sizes)
+    stage_name, first_stage = first_stage_rankings(
+        dataset, dataset.query_ids, depth, run_file=args.run_file, k1=args.bm25_k1, b=args.bm25_b
+    )
+    full = [(q, dataset.queries[q], c) for q, c in candidate_sets(dataset, first_stage).items() if len(c) == depth]
+    if not full:
+        raise EvalInputError(f"no query has {depth} first-stage candidates; lower --sizes")
+    chosen = full[: args.queries]
+    options = BenchOptions(
+        model=args.model,
+        sets={size: [(qid, query, candidates[:size]) for qid, query, candidates in chosen] for size in args.sizes},
+        systems=[name.strip() for name in args.systems.split(",") if name.strip()],
+        repeats=args.repeats,
+        warmup=args.warmup,
+        concurrency=args.concurrency,
+        concurrency_size=args.concurrency_size or min(args.sizes),
+        calls_per_caller=args.calls_per_caller,
+        memory=args.memory,
+    )
+    report = run_bench(options, (lambda m: print(f"... {m}", file=sys.stderr)) if args.progress else lambda _: None)
+    report["settings"] = {
+        "dataset": str(args.dataset),
+        "split": args.split,
+        "first_stage": stage_name,
+        "queries": [qid for qid, _, _ in chosen],
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+    }
+    heading = (
+        f"{args.model} on {args.dataset} [{args.split}], {stage_name}: {len(chosen)} candidate sets per size, "
+        f"{args.repeats} timed rounds after {args.warmup} warm-up call(s) per system"
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    markdown = f"# Re-ranker benchmark\n\n{heading}\n\n{bench_sections(report, markdown=True)}"
+    (args.out / "bench.md").write_text(markdown, encoding="utf-8")
+    print(f"{heading}\n\n{bench_sections(report)}")
+    print(f"wrote {args.out / 'bench.md'}, {args.out / 'bench.json'}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rerank_prod.evaluation.dataset import EvalInputError
 
     try:
-        {"eval": _eval}[args.command](args)
+        {"eval": _eval, "bench": _bench}[args.command](args)
     except EvalInputError as exc:
         print(f"rerank-prod {args.command}: error: {exc}", file=sys.stderr)
         return 2

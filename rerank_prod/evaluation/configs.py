@@ -138,14 +138,8 @@ def normalize_spec(raw: Mapping[str, Any], default_scorer: Mapping[str, Any], po
         value = spec.get(key)
         if isinstance(value, str):  # shorthand: fusion="rrf", scorer="cross-encoder", result_cache="memory"
             spec[key] = {"backend" if key.endswith("cache") else "type": value}
-        elif (
-            value is not None
-            and not isinstance(value, Mapping)
-            and (key == "scorer" or not isinstance(value, bool))
-        ):
-            raise EvalInputError(
-                f"re-ranker configuration {position}: {key!r} must be a table, got {value!r}"
-            )
+        elif value is not None and not isinstance(value, Mapping) and (key == "scorer" or not isinstance(value, bool)):
+            raise EvalInputError(f"re-ranker configuration {position}: {key!r} must be a table, got {value!r}")
     scorer = dict(spec.get("scorer") or {})
     same_type = scorer.get("type", default_scorer.get("type")) == default_scorer.get("type")
     spec["scorer"] = {**default_scorer, **scorer} if same_type else scorer
@@ -160,9 +154,7 @@ def describe(spec: Spec) -> str:
     parts = [str(spec["scorer"].get("type", "cross-encoder"))]
     fusion = spec.get("fusion")
     if fusion:
-        weights = "/".join(
-            str(fusion[w]) for w in ("rerank_weight", "retrieval_weight", "bm25_weight") if w in fusion
-        )
+        weights = "/".join(str(fusion[w]) for w in ("rerank_weight", "retrieval_weight", "bm25_weight") if w in fusion)
         parts.append(f"{fusion.get('type', 'weighted')}{' ' + weights if weights else ''}")
     if spec.get("gate"):
         parts.append("gated")
@@ -226,8 +218,7 @@ def load_config_file(path: str | Path) -> list[Spec]:
         data = data.get("reranker", data.get("rerankers"))
     if not isinstance(data, list) or not data:
         raise EvalInputError(
-            f"config file {path} must list re-rankers: TOML [[reranker]] tables, "
-            f'or JSON {{"rerankers": [...]}}'
+            f'config file {path} must list re-rankers: TOML [[reranker]] tables, or JSON {{"rerankers": [...]}}'
         )
     return list(data)
 

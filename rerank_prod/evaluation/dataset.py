@@ -49,9 +49,7 @@ class BeirDataset:
 
 def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
     if not path.is_file():
-        raise EvalInputError(
-            f"{path} not found (BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv)"
-        )
+        raise EvalInputError(f"{path} not found (BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():

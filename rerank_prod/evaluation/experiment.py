@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from rerank_prod.evaluation.configs import Spec
-from rerank_prod.evaluation.dataset import BeirDataset, EvalInputError, load_beir
-from rerank_prod.evaluation.first_stage import Ranking, bm25_rankings, run_file_rankings, write_run
+from rerank_prod.evaluation.dataset import EvalInputError, load_beir
+from rerank_prod.evaluation.first_stage import Ranking, candidate_sets, first_stage_rankings, write_run
 from rerank_prod.evaluation.ir_metrics import evaluate, mean_metrics
-from rerank_prod.evaluation.runner import ConfigRun, candidate_sets, docids, gate_sweep, run_configs
-from rerank_prod.metrics import latency_summary
+from rerank_prod.evaluation.runner import ConfigRun, docids, gate_sweep, latency_ms, run_configs
 
 WORTH_IT_NDCG5_GAIN = 0.03
 """The seeds' rule of thumb: below this NDCG@5 gain a re-ranker is probably not worth its latency."""
@@ -58,17 +57,6 @@ def verdict(ndcg5_gain: float, p95_ms: float | None) -> str:
 
 def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "run"
-
-
-def _first_stage(
-    options: EvalOptions, dataset: BeirDataset, query_ids: list[str]
-) -> tuple[str, dict[str, Ranking]]:
-    if options.run_file is not None:
-        return f"run file {options.run_file.name}", run_file_rankings(
-            options.run_file, dataset, query_ids, options.top_k
-        )
-    rankings = bm25_rankings(dataset, query_ids, options.top_k, k1=options.bm25_k1, b=options.bm25_b)
-    return f"BM25 (bm25s k1={options.bm25_k1} b={options.bm25_b})", rankings
 
 
 def _per_query(metrics: Mapping[str, dict[str, float]], run: ConfigRun | None) -> dict[str, dict[str, Any]]:
@@ -124,9 +112,7 @@ def _sweep_base(options: EvalOptions) -> str | None:
         raise EvalInputError(f"--sweep-config {options.sweep_config!r} is not one of {sorted(gated)}")
     name = options.sweep_config or next((n for n, has_gate in gated.items() if not has_gate), None)
     if name is None or gated[name]:
-        raise EvalInputError(
-            "the gate sweep needs an ungated configuration to replay (the sweep adds the gate)"
-        )
+        raise EvalInputError("the gate sweep needs an ungated configuration to replay (the sweep adds the gate)")
     return name
 
 
@@ -144,7 +130,6 @@ def _sweep(
         base, candidates, first_stage, options.sweep_thresholds, options.sweep_signal, options.sweep_top_k
     ):
         ndcg10 = mean_metrics(evaluate(qrels, point.rankings, [10]))["ndcg@10"]
-        latency = latency_summary(point.latencies_s)
         points.append(
             {
                 "threshold": point.threshold,
@@ -152,7 +137,7 @@ def _sweep(
                 "ndcg@10": ndcg10,
                 "ndcg@10_loss": full_ndcg10 - ndcg10,
                 "gain_over_first_stage": ndcg10 - baseline_ndcg10,
-                "est_latency_ms": {k: None if v is None else v * 1000 for k, v in latency.items()},
+                "est_latency_ms": latency_ms(point.latencies_s),
             }
         )
     return {
@@ -167,21 +152,16 @@ def _sweep(
 def run_eval(options: EvalOptions) -> dict[str, Any]:
     """Runs everything and writes report.md, results.json, runs/*.trec and plot.png under `out`."""
     started = time.time()
-    if options.top_k < 1:
-        raise EvalInputError(f"--top-k must be >= 1, got {options.top_k}")
     sweep_base = _sweep_base(options)
     run_files = {spec["name"]: f"runs/{slug(spec['name'])}.trec" for spec in options.specs}
     if len(set(run_files.values()) | {FIRST_STAGE_RUN}) != len(run_files) + 1:
-        raise EvalInputError(
-            f"configuration names must give distinct run file names: {sorted(run_files.values())}"
-        )
+        raise EvalInputError(f"configuration names must give distinct run file names: {sorted(run_files.values())}")
     dataset = load_beir(options.dataset, options.split)
     query_ids = dataset.query_ids[: options.max_queries]
-    stage_name, first_stage = _first_stage(options, dataset, query_ids)
-    passages = {
-        docid: dataset.corpus[docid].passage for ranking in first_stage.values() for docid, _ in ranking
-    }
-    candidates = candidate_sets(first_stage, passages)
+    stage_name, first_stage = first_stage_rankings(
+        dataset, query_ids, options.top_k, run_file=options.run_file, k1=options.bm25_k1, b=options.bm25_b
+    )
+    candidates = candidate_sets(dataset, first_stage)
     runs = run_configs(
         options.specs,
         {q: dataset.queries[q] for q in query_ids},
@@ -200,9 +180,7 @@ def run_eval(options: EvalOptions) -> dict[str, Any]:
     baseline = systems[0]["metrics"]
     for run in runs:
         write_run(options.out / run_files[run.name], run.rankings, slug(run.name))
-        systems.append(
-            _system(run.name, evaluate(qrels, docids(run.rankings), ks), baseline, run, run_files[run.name])
-        )
+        systems.append(_system(run.name, evaluate(qrels, docids(run.rankings), ks), baseline, run, run_files[run.name]))
 
     report: dict[str, Any] = {
         "settings": {

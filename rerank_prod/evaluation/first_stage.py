@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from rerank_prod.evaluation.dataset import BeirDataset, EvalInputError
+from rerank_prod.types import Candidate
 
 Ranking = list[tuple[str, float]]
 """(doc id, score), best first."""
@@ -41,9 +42,7 @@ def bm25_rankings(
         return_ids=False,
         show_progress=False,
     )
-    positions, scores = index.retrieve(
-        query_tokens, k=min(top_k, len(doc_ids)), show_progress=False, n_threads=1
-    )
+    positions, scores = index.retrieve(query_tokens, k=min(top_k, len(doc_ids)), show_progress=False, n_threads=1)
     return {
         qid: [(doc_ids[int(p)], float(s)) for p, s in zip(positions[row], scores[row], strict=True)]
         for row, qid in enumerate(query_ids)
@@ -111,3 +110,30 @@ def write_run(path: Path, rankings: Mapping[str, Iterable[tuple[str, float]]], t
         for qid, ranking in rankings.items():
             for rank, (docid, score) in enumerate(ranking, 1):
                 out.write(f"{qid} Q0 {docid} {rank} {score:.6f} {safe_tag}\n")
+
+
+def first_stage_rankings(
+    dataset: BeirDataset,
+    query_ids: Sequence[str],
+    top_k: int,
+    *,
+    run_file: str | Path | None = None,
+    k1: float = 0.9,
+    b: float = 0.4,
+) -> tuple[str, dict[str, Ranking]]:
+    """(a name for reports, each query's top-K) from the run file when given, else from BM25."""
+    if top_k < 1:
+        raise EvalInputError(f"top-k must be >= 1, got {top_k}")
+    if run_file is not None:
+        return f"run file {Path(run_file).name}", run_file_rankings(run_file, dataset, query_ids, top_k)
+    return f"BM25 (bm25s k1={k1} b={b})", bm25_rankings(dataset, query_ids, top_k, k1=k1, b=b)
+
+
+def candidate_sets(dataset: BeirDataset, first_stage: Mapping[str, Ranking]) -> dict[str, list[Candidate]]:
+    """What every re-ranker is handed: passages in first-stage order, first-stage score attached."""
+    return {
+        qid: [
+            Candidate(text=dataset.corpus[docid].passage, id=docid, retrieval_score=score) for docid, score in ranking
+        ]
+        for qid, ranking in first_stage.items()
+    }

@@ -23,9 +23,7 @@ def metric_names(ks: Sequence[int]) -> list[str]:
     return [f"{family}@{k}" for family in METRIC_FAMILIES for k in ks]
 
 
-def _positional_run(
-    rankings: Mapping[str, Sequence[str]], depth: int | None = None
-) -> dict[str, dict[str, float]]:
+def _positional_run(rankings: Mapping[str, Sequence[str]], depth: int | None = None) -> dict[str, dict[str, float]]:
     return {
         qid: {docid: float(len(docs) - position) for position, docid in enumerate(docs[:depth])}
         for qid, docs in rankings.items()

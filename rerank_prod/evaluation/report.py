@@ -157,9 +157,7 @@ def eval_markdown(report: dict[str, Any]) -> str:
         ]
     parts += ["## Configurations", ""]
     parts += [
-        f"- **{sys['name']}**: `{sys['config']}` -> `{sys['run_file']}`"
-        for sys in report["systems"]
-        if "config" in sys
+        f"- **{sys['name']}**: `{sys['config']}` -> `{sys['run_file']}`" for sys in report["systems"] if "config" in sys
     ]
     return "\n".join(parts) + "\n"
 
@@ -192,3 +190,117 @@ def plot_quality_latency(report: dict[str, Any], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def _bench_latency_rows(report: dict[str, Any], size: int) -> tuple[list[str], list[list[str]]]:
+    reference = report["systems"][report["reference"]]["name"]
+    header = ["system", "max tokens", "p50 ms", "p95 ms", "mean ms", "calls", f"same order as {reference}"]
+    rows = []
+    for key, result in report["sizes"][size].items():
+        latency = result["latency_ms"]
+        first = sorted(d["first_difference_at_rank"] for d in result["differing"].values())
+        agreement = f"{result['identical']}/{result['sets']}" + (f" (first diff at rank {first[0]})" if first else "")
+        rows.append(
+            [
+                report["systems"][key]["name"],
+                str(report["systems"][key]["max_tokens"]),
+                number(latency["p50"], 1),
+                number(latency["p95"], 1),
+                number(latency["mean"], 1),
+                str(result["calls"]),
+                agreement,
+            ]
+        )
+    return header, rows
+
+
+def _bench_ratio_rows(report: dict[str, Any], size: int) -> tuple[list[str], list[list[str]]]:
+    """p50 of the row's system divided by the column's: below 1 means the row is faster."""
+    keys = list(report["sizes"][size])
+    p50 = {key: report["sizes"][size][key]["latency_ms"]["p50"] for key in keys}
+    header = ["p50 ratio (row / column)", *keys]
+    rows = [[f"{report['systems'][row]['name']}", *(f"{p50[row] / p50[col]:.2f}x" for col in keys)] for row in keys]
+    return header, rows
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _bench_memory_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "system",
+        "before import+load MiB",
+        "peak while loading",
+        "after loading",
+        "peak during calls",
+        "calls added",
+    ]
+    rows = [
+        [
+            report["systems"][key]["name"],
+            number(memory["rss_before_build_mib"], 0),
+            number(memory["rss_peak_building_mib"], 0),
+            number(memory["rss_after_build_mib"], 0),
+            number(memory["rss_peak_calls_mib"], 0),
+            number(_difference(memory["rss_peak_calls_mib"], memory["rss_after_build_mib"]), 0),
+        ]
+        for key, memory in report["memory"].items()
+    ]
+    return header, rows
+
+
+def _bench_concurrency_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    concurrency = report["concurrency"]
+    sequential = report["sizes"][concurrency["size"]]
+    header = ["system", "async path", "callers", "calls", "calls/s", "sequential calls/s", "speed-up", "p95 ms"]
+    rows = []
+    for key, result in concurrency["systems"].items():
+        alone = 1000 / sequential[key]["latency_ms"]["mean"]
+        rows.append(
+            [
+                report["systems"][key]["name"],
+                report["systems"][key]["async_path"],
+                str(result["callers"]),
+                str(result["calls"]),
+                number(result["calls_per_s"], 2),
+                number(alone, 2),
+                f"{result['calls_per_s'] / alone:.2f}x",
+                number(result["latency_ms"]["p95"], 1),
+            ]
+        )
+    return header, rows
+
+
+def bench_sections(report: dict[str, Any], *, markdown: bool = False) -> str:
+    """All bench tables, titled; plain text for the terminal or markdown for the report file."""
+
+    def title(text: str) -> str:
+        return f"## {text}\n" if markdown else f"{text}\n"
+
+    parts = []
+    for size in report["sizes"]:
+        parts += [
+            title(f"{size} candidates per call (warm, interleaved rounds)"),
+            render_table(*_bench_latency_rows(report, size), markdown=markdown),
+            "",
+            render_table(*_bench_ratio_rows(report, size), markdown=markdown),
+            "",
+        ]
+    if report["concurrency"]:
+        size = report["concurrency"]["size"]
+        parts += [
+            title(f"Concurrent async callers, {size} candidates per call"),
+            render_table(*_bench_concurrency_rows(report), markdown=markdown),
+            "",
+        ]
+    if report["memory"]:
+        parts += [
+            title(
+                "Memory (MiB): resident set size of a fresh process per system, sampled every 5 ms from "
+                "/proc; one call per size"
+            ),
+            render_table(*_bench_memory_rows(report), markdown=markdown),
+            "",
+        ]
+    return "\n".join(parts)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from rerank_prod.evaluation.configs import Spec, build_reranker
@@ -26,6 +26,11 @@ from rerank_prod.types import Candidate, RerankResult, SourceKind
 
 Recording = dict[tuple[str, tuple[str, ...]], tuple[list[float], float]]
 """(query, candidate texts) -> (scores, seconds the model took)."""
+
+
+def latency_ms(seconds: Iterable[float]) -> dict[str, float | None]:
+    """`latency_summary` in milliseconds, the unit reports use."""
+    return {name: None if value is None else value * 1000 for name, value in latency_summary(seconds).items()}
 
 
 class ReplayScorer:
@@ -56,9 +61,7 @@ class ReplayScorer:
         self.recording[key] = (list(scores), time.perf_counter() - started)
         return scores
 
-    async def ascore(
-        self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None
-    ) -> list[float]:
+    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
         return self.score(query, texts, deadline=deadline)
 
     def take_replayed_s(self) -> float:
@@ -92,25 +95,11 @@ class ConfigRun:
             "fallback": kinds[SourceKind.FALLBACK.value] / calls,
             "gate_skip": self.gate_skips / calls,
             "cache_hit": kinds[SourceKind.CACHE.value] / calls,
-            "score_cache_hit": self.score_cache["hits"] / looked_up
-            if self.score_cache and looked_up
-            else None,
+            "score_cache_hit": self.score_cache["hits"] / looked_up if self.score_cache and looked_up else None,
         }
 
     def latency_ms(self) -> dict[str, float | None]:
-        return {
-            name: None if value is None else value * 1000
-            for name, value in latency_summary(self.latencies_s.values()).items()
-        }
-
-
-def candidate_sets(
-    first_stage: Mapping[str, Ranking], passages: Mapping[str, str]
-) -> dict[str, list[Candidate]]:
-    return {
-        qid: [Candidate(text=passages[docid], id=docid, retrieval_score=score) for docid, score in ranking]
-        for qid, ranking in first_stage.items()
-    }
+        return latency_ms(self.latencies_s.values())
 
 
 def _ranking(result: RerankResult) -> Ranking:
@@ -184,9 +173,7 @@ def gate_sweep(
         for qid in skipped:
             rankings[qid] = [docid for docid, _ in first_stage[qid]]
             latencies[qid] = 0.0
-        points.append(
-            SweepPoint(threshold, len(skipped) / max(1, len(latencies)), rankings, list(latencies.values()))
-        )
+        points.append(SweepPoint(threshold, len(skipped) / max(1, len(latencies)), rankings, list(latencies.values())))
     return points
 
 

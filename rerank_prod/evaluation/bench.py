@@ -1,0 +1,359 @@
+"""`rerank-prod bench`: the same candidate sets and model through this package and the frameworks'
+own re-rankers. Latency (warm-up, interleaved rounds), agreement of the orders, peak memory and
+throughput under concurrent async callers.
+
+Each system gets freshly built framework inputs per call, outside the timer: LlamaIndex's
+`SentenceTransformerRerank` writes scores into the nodes it is given, so inputs cannot be reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rerank_prod.evaluation.dataset import EvalInputError
+from rerank_prod.evaluation.runner import latency_ms
+from rerank_prod.types import Candidate
+
+CandidateSet = tuple[str, str, list[Candidate]]
+"""(query id, query text, candidates in first-stage order)."""
+
+
+@dataclass(frozen=True)
+class BenchSystem:
+    """One way to re-rank: `prepare` builds its inputs, `call`/`acall` return doc ids best first."""
+
+    name: str
+    prepare: Callable[[list[Candidate]], Any]
+    call: Callable[[str, Any], list[str]]
+    acall: Callable[[str, Any], Awaitable[list[str]]]
+    async_path: str
+    max_tokens: int
+    """Input length cap of the loaded model: a system that changes it scores different text."""
+
+
+def _core(model: str, top_n: int) -> BenchSystem:
+    from rerank_prod import CrossEncoderScorer, Reranker
+
+    reranker = Reranker(CrossEncoderScorer(model))
+
+    async def acall(query: str, candidates: list[Candidate]) -> list[str]:
+        return [item.candidate.id or "" for item in await reranker.arerank(query, candidates)]
+
+    return BenchSystem(
+        "rerank-prod core",
+        list,
+        lambda query, candidates: [item.candidate.id or "" for item in reranker.rerank(query, candidates)],
+        acall,
+        "native arerank; the local model runs in asyncio.to_thread",
+        _max_tokens(reranker),
+    )
+
+
+def _max_tokens(loaded: Any) -> int:
+    """Length cap of the sentence-transformers `CrossEncoder` inside a `Reranker` or a framework object."""
+    from rerank_prod import Reranker
+
+    cross_encoder = loaded.scorer._model if isinstance(loaded, Reranker) else loaded
+    return int(cross_encoder.max_seq_length)
+
+
+def _documents(candidates: list[Candidate]) -> list[Any]:
+    from langchain_core.documents import Document
+
+    return [Document(page_content=c.text, metadata={"score": c.retrieval_score}, id=c.id) for c in candidates]
+
+
+def _langchain_ids(documents: Sequence[Any]) -> list[str]:
+    return [document.id for document in documents]
+
+
+def _langchain_compressor(compressor: Any, name: str, async_path: str, max_tokens: int) -> BenchSystem:
+    async def acall(query: str, documents: list[Any]) -> list[str]:
+        return _langchain_ids(await compressor.acompress_documents(documents, query))
+
+    return BenchSystem(
+        name,
+        _documents,
+        lambda query, documents: _langchain_ids(compressor.compress_documents(documents, query)),
+        acall,
+        async_path,
+        max_tokens,
+    )
+
+
+def _rerank_prod_langchain(model: str, top_n: int) -> BenchSystem:
+    from langchain_rerank_prod import RerankProdCompressor
+
+    compressor = RerankProdCompressor.from_cross_encoder(model, top_n=None)
+    return _langchain_compressor(
+        compressor, "rerank-prod LangChain", "native acompress_documents -> arerank", _max_tokens(compressor.reranker)
+    )
+
+
+def _langchain_cross_encoder(model: str, top_n: int) -> BenchSystem:
+    from langchain_classic.retrievers.document_compressors import CrossEncoderReranker
+    from langchain_community.cross_encoders import HuggingFaceCrossEncoder
+
+    compressor = CrossEncoderReranker(model=HuggingFaceCrossEncoder(model_name=model), top_n=top_n)
+    return _langchain_compressor(
+        compressor,
+        "LangChain CrossEncoderReranker",
+        "LangChain default: run_in_executor",
+        _max_tokens(compressor.model.client),
+    )
+
+
+def _nodes(candidates: list[Candidate]) -> list[Any]:
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    return [NodeWithScore(node=TextNode(text=c.text, id_=c.id), score=c.retrieval_score) for c in candidates]
+
+
+def _llamaindex_ids(nodes: Sequence[Any]) -> list[str]:
+    return [node.node.node_id for node in nodes]
+
+
+def _llamaindex_postprocessor(postprocessor: Any, name: str, async_path: str, max_tokens: int) -> BenchSystem:
+    async def acall(query: str, nodes: list[Any]) -> list[str]:
+        return _llamaindex_ids(await postprocessor.apostprocess_nodes(nodes, query_str=query))
+
+    return BenchSystem(
+        name,
+        _nodes,
+        lambda query, nodes: _llamaindex_ids(postprocessor.postprocess_nodes(nodes, query_str=query)),
+        acall,
+        async_path,
+        max_tokens,
+    )
+
+
+def _rerank_prod_llamaindex(model: str, top_n: int) -> BenchSystem:
+    from llamaindex_rerank_prod import RerankProdPostprocessor
+
+    postprocessor = RerankProdPostprocessor.from_cross_encoder(model, top_n=None)
+    return _llamaindex_postprocessor(
+        postprocessor,
+        "rerank-prod LlamaIndex",
+        "native apostprocess_nodes -> arerank",
+        _max_tokens(postprocessor.reranker),
+    )
+
+
+def _llamaindex_sentence_transformer(model: str, top_n: int) -> BenchSystem:
+    from llama_index.core.postprocessor import SentenceTransformerRerank
+
+    postprocessor = SentenceTransformerRerank(model=model, top_n=top_n, device="cpu")
+    # LlamaIndex loads the model with max_length=512 whatever the model's own limit: see `max_tokens`
+    return _llamaindex_postprocessor(
+        postprocessor,
+        "LlamaIndex SentenceTransformerRerank",
+        "LlamaIndex default: asyncio.to_thread",
+        _max_tokens(postprocessor._model),
+    )
+
+
+SYSTEMS: dict[str, Callable[[str, int], BenchSystem]] = {
+    "core": _core,
+    "langchain": _rerank_prod_langchain,
+    "llamaindex": _rerank_prod_llamaindex,
+    "langchain-crossencoder": _langchain_cross_encoder,
+    "llamaindex-sentence-transformer": _llamaindex_sentence_transformer,
+}
+"""Short names (for `--systems`) -> builder(model path, top_n). The first one chosen is the reference order."""
+
+
+@dataclass
+class BenchOptions:
+    model: str
+    sets: dict[int, list[CandidateSet]]
+    """candidates per call -> the candidate sets of that size."""
+    systems: Sequence[str] = tuple(SYSTEMS)
+    repeats: int = 2
+    warmup: int = 1
+    concurrency: int = 4
+    concurrency_size: int = 20
+    calls_per_caller: int = 2
+    memory: bool = True
+
+
+def _rss_bytes() -> int | None:
+    """Current resident set size (Linux /proc); None where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+class _PeakRss:
+    """Samples RSS every 5 ms in a thread while the block runs; `.mib` is the highest seen."""
+
+    def __enter__(self) -> _PeakRss:
+        self._peak, self._running = 0, threading.Event()
+        self._running.set()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self._running.is_set():
+            self._peak = max(self._peak, _rss_bytes() or 0)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc: object) -> None:
+        self._running.clear()
+        self._thread.join()
+        self._peak = max(self._peak, _rss_bytes() or 0)
+
+    @property
+    def mib(self) -> float | None:
+        return self._peak / 2**20 if self._peak else None
+
+
+def _memory_probe(builder: str, model: str, sets: dict[int, list[CandidateSet]], results: Any) -> None:
+    """Runs in a fresh process: imports and builds one system, then makes one call per size.
+    (`ru_maxrss` would not do: Linux carries it over from the parent across fork and exec.)"""
+    baseline = _rss_bytes()
+    with _PeakRss() as building:
+        system = SYSTEMS[builder](model, max(sets))
+    loaded = _rss_bytes()
+    with _PeakRss() as calling:
+        for candidate_sets in sets.values():
+            _, query, candidates = candidate_sets[0]
+            system.call(query, system.prepare(candidates))
+    results.put(
+        {
+            "rss_before_build_mib": None if baseline is None else baseline / 2**20,
+            "rss_after_build_mib": None if loaded is None else loaded / 2**20,
+            "rss_peak_building_mib": building.mib,
+            "rss_peak_calls_mib": calling.mib,
+        }
+    )
+
+
+def measure_memory(builder: str, model: str, sets: dict[int, list[CandidateSet]]) -> dict[str, float | None]:
+    """Peak memory of one system in a fresh process, so systems cannot inherit each other's memory."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    probe = context.Process(target=_memory_probe, args=(builder, model, sets, results))
+    probe.start()
+    try:
+        return results.get(timeout=600)
+    finally:
+        probe.join()
+
+
+def _timed_rounds(
+    systems: dict[str, BenchSystem], candidate_sets: list[CandidateSet], repeats: int, warmup: int
+) -> tuple[dict[str, list[float]], dict[str, dict[str, list[str]]]]:
+    """Warm-up, then rounds in which each system handles each set, the order of systems rotating
+    every set so none always runs first (cold caches) or last (a hot CPU)."""
+    names = list(systems)
+    for _ in range(warmup):
+        for name in names:
+            _, query, candidates = candidate_sets[0]
+            systems[name].call(query, systems[name].prepare(candidates))
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    orders: dict[str, dict[str, list[str]]] = {name: {} for name in names}
+    turn = 0
+    for _ in range(repeats):
+        for qid, query, candidates in candidate_sets:
+            for name in names[turn % len(names) :] + names[: turn % len(names)]:
+                inputs = systems[name].prepare(candidates)
+                started = time.perf_counter()
+                order = systems[name].call(query, inputs)
+                latencies[name].append(time.perf_counter() - started)
+                orders[name].setdefault(qid, order)
+            turn += 1
+    return latencies, orders
+
+
+def _agreement(reference: Mapping[str, list[str]], other: Mapping[str, list[str]]) -> dict[str, Any]:
+    """How many candidate sets come back in exactly the reference's order, and where others diverge."""
+    differing = {}
+    for qid, expected in reference.items():
+        got = other[qid]
+        if got != expected:
+            first = next((i for i, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b), len(got))
+            differing[qid] = {"first_difference_at_rank": first + 1, "top10_same": got[:10] == expected[:10]}
+    return {"identical": len(reference) - len(differing), "sets": len(reference), "differing": differing}
+
+
+async def _concurrent(
+    system: BenchSystem, candidate_sets: list[CandidateSet], callers: int, calls_per_caller: int
+) -> dict[str, Any]:
+    """`callers` coroutines, each awaiting `calls_per_caller` re-ranks back to back."""
+    latencies: list[float] = []
+
+    async def caller(index: int) -> None:
+        for call in range(calls_per_caller):
+            _, query, candidates = candidate_sets[(index + call) % len(candidate_sets)]
+            inputs = system.prepare(candidates)
+            started = time.perf_counter()
+            await system.acall(query, inputs)
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller(i) for i in range(callers)))
+    wall = time.perf_counter() - started
+    return {
+        "callers": callers,
+        "calls": len(latencies),
+        "wall_s": wall,
+        "calls_per_s": len(latencies) / wall,
+        "latency_ms": latency_ms(latencies),
+    }
+
+
+def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Latency, agreement, memory and concurrency for every system and candidate-set size.
+    Everything is keyed by the systems' short names; the first system's order is the reference."""
+    unknown = sorted(set(options.systems) - set(SYSTEMS))
+    if unknown or not options.systems:
+        raise EvalInputError(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+    progress("loading the systems")
+    systems = {key: SYSTEMS[key](options.model, max(options.sets)) for key in options.systems}
+    reference = options.systems[0]
+    report: dict[str, Any] = {
+        "model": options.model,
+        "reference": reference,
+        "systems": {
+            key: {"name": s.name, "async_path": s.async_path, "max_tokens": s.max_tokens} for key, s in systems.items()
+        },
+        "sizes": {},
+        "concurrency": None,
+        "memory": {},
+    }
+    for size, candidate_sets in options.sets.items():
+        progress(f"{len(systems)} systems x {len(candidate_sets)} sets x {options.repeats} rounds, {size} candidates")
+        latencies, orders = _timed_rounds(systems, candidate_sets, options.repeats, options.warmup)
+        report["sizes"][size] = {
+            key: {
+                "latency_ms": latency_ms(latencies[key]),
+                "calls": len(latencies[key]),
+                **_agreement(orders[reference], orders[key]),
+            }
+            for key in systems
+        }
+        if size == options.concurrency_size and options.concurrency > 0:
+            progress(f"{options.concurrency} concurrent async callers, {size} candidates")
+            report["concurrency"] = {
+                "size": size,
+                "systems": {
+                    key: asyncio.run(_concurrent(system, candidate_sets, options.concurrency, options.calls_per_caller))
+                    for key, system in systems.items()
+                },
+            }
+    if options.memory:
+        first_sets = {size: sets[:1] for size, sets in options.sets.items()}
+        for key, system in systems.items():
+            progress(f"memory of {system.name} in a fresh process")
+            report["memory"][key] = measure_memory(key, options.model, first_sets)
+    return report
