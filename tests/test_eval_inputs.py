@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -228,3 +229,10 @@ def test_config_files_toml_and_json(tmp_path) -> None:
     (tmp_path / "empty.json").write_text("{}")
     with pytest.raises(EvalInputError, match="must list re-rankers"):
         load_config_file(tmp_path / "empty.json")
+
+
+def test_example_config_file_is_valid() -> None:
+    path = Path(__file__).resolve().parent.parent / "examples" / "eval.toml"
+    specs = resolve_specs([], path, {"type": "cross-encoder", "model": "m"})
+    assert [s["name"] for s in specs] == ["model", "fusion 50/50", "rrf", "fusion 50/50 + gate", "fusion + cached"]
+    assert specs[2]["fusion"] == {"type": "rrf", "k": 60}

@@ -22,8 +22,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from rerank_prod.cache import CacheBackend, InMemoryCache, ResultCache, ScoreCache
 from rerank_prod.evaluation.dataset import EvalInputError
 from rerank_prod.fusion import ReciprocalRankFusion, WeightedFusion
@@ -202,17 +200,27 @@ def parse_flag_spec(text: str) -> Spec:
     return spec
 
 
+def _toml_parser() -> Any:
+    """`tomllib` (Python 3.11+), or `tomli`, its backport, on 3.10."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise EvalInputError("TOML config files need Python 3.11+ or `pip install tomli`; or use JSON") from None
+    return tomllib
+
+
 def load_config_file(path: str | Path) -> list[Spec]:
     """JSON (`{"rerankers": [...]}` or a list) or TOML (`[[reranker]]` tables)."""
     path = Path(path)
     if not path.is_file():
         raise EvalInputError(f"config file {path} not found")
+    toml = _toml_parser() if path.suffix.lower() == ".toml" else None
     try:
-        if path.suffix.lower() == ".toml":
-            data: Any = tomllib.loads(path.read_text(encoding="utf-8"))
-        else:
-            data = json.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data: Any = (toml or json).loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
         raise EvalInputError(f"config file {path}: {exc}") from None
     if isinstance(data, Mapping):
         data = data.get("reranker", data.get("rerankers"))
