@@ -26,6 +26,8 @@ VERDICT_CUTOFFS = (5, 10)
 
 @dataclass
 class EvalOptions:
+    """What `rerank-prod eval` runs; the CLI flags map one to one (see `rerank-prod eval --help`)."""
+
     dataset: Path
     specs: list[Spec]
     out: Path
@@ -93,7 +95,7 @@ def _system(
                 "config": run.spec,
                 "calls": len(run.sources),
                 "replayed_model_time": run.replayed,
-                "gain": {name: means[name] - baseline[name] for name in means if name.startswith("ndcg@")},
+                "gain": {metric: means[metric] - baseline[metric] for metric in means if metric.startswith("ndcg@")},
                 "latency_ms": latency,
                 "rates": run.rates(),
             }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,8 @@ def eval_markdown(report: dict[str, Any]) -> str:
     if s["replay"]:
         parts += [
             "Configurations sharing a scorer scored each query once; later ones replay the scores and are "
-            "charged the recorded model time plus their own measured pipeline time.",
+            "charged the recorded model time plus their own measured pipeline time (configurations with a "
+            "`timeout_s` always score live).",
             "",
         ]
     if report["gate_sweep"]:
@@ -157,7 +159,9 @@ def eval_markdown(report: dict[str, Any]) -> str:
         ]
     parts += ["## Configurations", ""]
     parts += [
-        f"- **{sys['name']}**: `{sys['config']}` -> `{sys['run_file']}`" for sys in report["systems"] if "config" in sys
+        f"- **{system['name']}**: `{json.dumps(system['config'])}` -> `{system['run_file']}`"
+        for system in report["systems"]
+        if "config" in system
     ]
     return "\n".join(parts) + "\n"
 
