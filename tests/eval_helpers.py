@@ -1,12 +1,9 @@
-"""A tiny BEIR collection and dependency-free scorers for fast tests of the evaluation toolkit."""
+"""A tiny BEIR collection for fast tests of the evaluation toolkit."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
-
-from rerank_prod.scoring import Deadline, ScorerError
 
 DOCS = {
     "d1": ("Aspirin", "aspirin lowers colorectal cancer risk in cohort studies"),
@@ -37,36 +34,3 @@ def make_beir(root: Path) -> Path:
     lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{r}" for q, d, r in QRELS]
     (root / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
     return root
-
-
-class OverlapScorer:
-    """Counts shared words; records every query it sees so tests can check what reached it."""
-
-    def __init__(self, bonus: float = 0.0) -> None:
-        self.bonus = bonus
-        self.calls: list[tuple[str, int]] = []
-
-    @property
-    def name(self) -> str:
-        return "overlap"
-
-    @property
-    def identity(self) -> str:
-        return f"overlap:{self.bonus}"
-
-    def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
-        self.calls.append((query, len(texts)))
-        words = set(query.lower().split())
-        return [len(words & set(text.lower().split())) + self.bonus for text in texts]
-
-    async def ascore(
-        self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None
-    ) -> list[float]:
-        return self.score(query, texts, deadline=deadline)
-
-
-class BrokenScorer(OverlapScorer):
-    """Always fails, as a dead remote backend would."""
-
-    def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
-        raise ScorerError("backend down")

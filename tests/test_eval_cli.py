@@ -11,7 +11,8 @@ from rerank_prod.cli import main
 from rerank_prod.evaluation.configs import SCORERS
 from rerank_prod.evaluation.first_stage import read_run
 from rerank_prod.evaluation.runner import ReplayScorer
-from tests.eval_helpers import BrokenScorer, OverlapScorer, make_beir
+from tests.eval_helpers import make_beir
+from tests.support import ConstantTimeScorer, FailingScorer
 
 pytest.importorskip("pytrec_eval")
 pytest.importorskip("bm25s")
@@ -23,25 +24,26 @@ def beir(tmp_path):
 
 
 @pytest.fixture
-def scorer_calls(monkeypatch) -> list[tuple[str, int]]:
-    """Registers 'overlap' and 'broken' scorers; returns the log of real model calls."""
-    calls: list[tuple[str, int]] = []
+def scored_texts(monkeypatch) -> list[str]:
+    """Registers 'overlap' (word overlap; its `name` option makes another scorer) and 'broken'
+    scorers; returns every text the real scorers were asked to score."""
+    scored: list[str] = []
 
-    def overlap(bonus: float = 0.0) -> OverlapScorer:
-        scorer = OverlapScorer(bonus)
-        scorer.calls = calls
+    def overlap(name: str = "overlap") -> ConstantTimeScorer:
+        scorer = ConstantTimeScorer(name=name)
+        scorer.scored_texts = scored
         return scorer
 
     monkeypatch.setitem(SCORERS, "overlap", overlap)
-    monkeypatch.setitem(SCORERS, "broken", BrokenScorer)
-    return calls
+    monkeypatch.setitem(SCORERS, "broken", FailingScorer)
+    return scored
 
 
 def _eval(beir, out, *extra: str) -> int:
     return main(["eval", str(beir), "--out", str(out), "--top-k", "4", "--no-progress", "--no-plot", *extra])
 
 
-def test_configurations_share_scores_and_report_rates(beir, tmp_path, scorer_calls, capsys) -> None:
+def test_configurations_share_scores_and_report_rates(beir, tmp_path, scored_texts, capsys) -> None:
     out = tmp_path / "out"
     code = _eval(
         beir,
@@ -55,15 +57,15 @@ def test_configurations_share_scores_and_report_rates(beir, tmp_path, scorer_cal
         "-r",
         "name=down,scorer=broken",
         "-r",
-        "name=cached,scorer=overlap,scorer.bonus=1,result_cache=true,score_cache=true",
+        "name=cached,scorer=overlap,scorer.name=other,result_cache=true,score_cache=true",
         "--gate-sweep",
         "0:1:0.5",
     )
     assert code == 0
     report = json.loads((out / "results.json").read_text())
     systems = {s["name"]: s for s in report["systems"]}
-    # the overlap scorer ran once per query for pure/fused/gated; the bonus one once more
-    assert len(scorer_calls) == 3 * 2
+    # 3 queries x 4 candidates scored for real once for pure/fused/gated, once for the other scorer
+    assert len(scored_texts) == 2 * 3 * 4
     assert systems["fused"]["replayed_model_time"] is True
     assert systems["gated"]["rates"]["gate_skip"] == 1.0  # gap >= 0 always: every query skipped
     assert systems["gated"]["metrics"] == systems[report["systems"][0]["name"]]["metrics"]
@@ -87,7 +89,7 @@ def test_configurations_share_scores_and_report_rates(beir, tmp_path, scorer_cal
     assert "down: NDCG@5" in printed and "Gate sweep over 'pure'" in printed
 
 
-def test_no_replay_scores_live_in_every_configuration(beir, tmp_path, scorer_calls) -> None:
+def test_no_replay_scores_live_in_every_configuration(beir, tmp_path, scored_texts) -> None:
     assert (
         _eval(
             beir,
@@ -100,21 +102,21 @@ def test_no_replay_scores_live_in_every_configuration(beir, tmp_path, scorer_cal
         )
         == 0
     )
-    assert len(scorer_calls) == 2 * 3
+    assert len(scored_texts) == 2 * 3 * 4
 
 
 def test_replay_charges_the_recorded_model_time() -> None:
     recording: dict = {}
-    first, second = ReplayScorer(OverlapScorer(), recording), ReplayScorer(OverlapScorer(), recording)
+    first, second = ReplayScorer(ConstantTimeScorer(), recording), ReplayScorer(ConstantTimeScorer(), recording)
     assert first.score("a b", ["a", "c"]) == [1.0, 0.0]
     assert first.take_replayed_s() == 0.0  # measured for real by the pipeline
     assert second.score("a b", ["a", "c"]) == [1.0, 0.0]
     assert second.take_replayed_s() == recording[("a b", ("a", "c"))][1] > 0
     assert second.take_replayed_s() == 0.0
-    assert second.identity == "overlap:0.0"
+    assert second.identity == "test-overlap:overlap"
 
 
-def test_run_file_first_stage(beir, tmp_path, scorer_calls) -> None:
+def test_run_file_first_stage(beir, tmp_path, scored_texts) -> None:
     run = tmp_path / "bm25.trec"
     run.write_text("q1 Q0 d3 1 9 x\nq1 Q0 d1 2 8 x\nq2 Q0 d6 1 1 x\n")
     assert _eval(beir, tmp_path / "out", "--run", str(run), "-r", "name=pure,scorer=overlap") == 0
@@ -133,7 +135,7 @@ def test_run_file_first_stage(beir, tmp_path, scorer_calls) -> None:
         (["-r", "name=g,gate=true", "--gate-sweep", "0:0.5:0.5"], "needs an ungated configuration"),
     ],
 )
-def test_bad_input_exits_2_with_the_reason(beir, tmp_path, scorer_calls, capsys, args, message) -> None:
+def test_bad_input_exits_2_with_the_reason(beir, tmp_path, scored_texts, capsys, args, message) -> None:
     assert _eval(beir, tmp_path / "out", "--model", "unused", *args) == 2
     assert message in capsys.readouterr().err
 

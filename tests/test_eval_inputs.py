@@ -17,7 +17,8 @@ from rerank_prod.evaluation.configs import (
 )
 from rerank_prod.evaluation.dataset import EvalInputError, load_beir
 from rerank_prod.evaluation.first_stage import read_run, run_file_rankings, write_run
-from tests.eval_helpers import QUERIES, OverlapScorer, make_beir
+from tests.eval_helpers import QUERIES, make_beir
+from tests.support import ConstantTimeScorer
 
 DEFAULT_SCORER = {"type": "overlap"}
 
@@ -29,7 +30,7 @@ def beir(tmp_path):
 
 @pytest.fixture
 def overlap(monkeypatch):
-    monkeypatch.setitem(SCORERS, "overlap", lambda bonus=0.0: OverlapScorer(bonus))
+    monkeypatch.setitem(SCORERS, "overlap", ConstantTimeScorer)
 
 
 # --- datasets ------------------------------------------------------------------------------------
@@ -130,7 +131,7 @@ def test_run_file_against_the_dataset(beir, tmp_path) -> None:
 def test_flag_spec_reaches_every_table() -> None:
     spec = parse_flag_spec(
         "name=hybrid,fusion=weighted,fusion.retrieval_weight=0.3,gate.min_top_gap=0.2,"
-        "result_cache=true,score_cache.maxsize=100,timeout_s=1.5,fallback=overlap,top_n=5,scorer.bonus=1"
+        "result_cache=true,score_cache.maxsize=100,timeout_s=1.5,fallback=overlap,top_n=5,scorer.name=other"
     )
     assert spec == {
         "name": "hybrid",
@@ -141,7 +142,7 @@ def test_flag_spec_reaches_every_table() -> None:
         "timeout_s": 1.5,
         "fallback": "overlap",
         "top_n": 5,
-        "scorer": {"bonus": 1},
+        "scorer": {"name": "other"},
     }
 
 
@@ -160,7 +161,7 @@ def test_specs_build_real_rerankers(overlap) -> None:
     assert reranker.fusion == WeightedFusion(retrieval_weight=0.3)
     assert reranker.gate.min_top_gap == 0.2
     assert reranker.score_cache is not None and reranker.result_cache is None
-    assert isinstance(reranker.fallback_scorer, OverlapScorer)
+    assert isinstance(reranker.fallback_scorer, ConstantTimeScorer)
     assert (reranker.timeout_s, reranker.top_n) == (2, 5)
 
 
@@ -214,9 +215,7 @@ def test_config_files_toml_and_json(tmp_path) -> None:
     (tmp_path / "c.toml").write_text(
         '[[reranker]]\nname = "pure"\n\n[[reranker]]\nname = "rrf"\nfusion = { type = "rrf", k = 10 }\n'
     )
-    (tmp_path / "c.json").write_text(
-        json.dumps({"rerankers": [{"name": "pure"}, {"name": "g", "gate": True}]})
-    )
+    (tmp_path / "c.json").write_text(json.dumps({"rerankers": [{"name": "pure"}, {"name": "g", "gate": True}]}))
     assert load_config_file(tmp_path / "c.toml") == [
         {"name": "pure"},
         {"name": "rrf", "fusion": {"type": "rrf", "k": 10}},
