@@ -21,28 +21,8 @@ def test_cli_names_match_the_registry() -> None:
 
 def test_bench_all_systems_on_a_small_slice(scifact_dir, cross_encoder_path, tmp_path, capsys) -> None:
     out = tmp_path / "bench"
-    code = main(
-        [
-            "bench",
-            str(scifact_dir),
-            "--model",
-            cross_encoder_path,
-            "--out",
-            str(out),
-            "--sizes",
-            "3,5",
-            "--queries",
-            "2",
-            "--repeats",
-            "1",
-            "--concurrency",
-            "2",
-            "--calls-per-caller",
-            "1",
-            "--no-memory",
-            "--no-progress",
-        ]
-    )
+    flags = "--sizes 3,5 --queries 2 --repeats 1 --concurrency 2 --calls-per-caller 1 --no-memory --no-progress"
+    code = main(["bench", str(scifact_dir), "--model", cross_encoder_path, "--out", str(out), *flags.split()])
     assert code == 0
     report = json.loads((out / "bench.json").read_text())
     assert report["reference"] == "core"

@@ -45,22 +45,14 @@ def _eval(beir, out, *extra: str) -> int:
 
 def test_configurations_share_scores_and_report_rates(beir, tmp_path, scored_texts, capsys) -> None:
     out = tmp_path / "out"
-    code = _eval(
-        beir,
-        out,
-        "-r",
+    configs = [
         "name=pure,scorer=overlap",
-        "-r",
         "name=fused,scorer=overlap,fusion=weighted",
-        "-r",
         "name=gated,scorer=overlap,gate.min_top_gap=0.0",
-        "-r",
         "name=down,scorer=broken",
-        "-r",
         "name=cached,scorer=overlap,scorer.name=other,result_cache=true,score_cache=true",
-        "--gate-sweep",
-        "0:1:0.5",
-    )
+    ]
+    code = _eval(beir, out, *(f"--reranker={config}" for config in configs), "--gate-sweep", "0:1:0.5")
     assert code == 0
     report = json.loads((out / "results.json").read_text())
     systems = {s["name"]: s for s in report["systems"]}
@@ -149,25 +141,8 @@ def test_bad_flags_are_argparse_errors(beir, tmp_path) -> None:
 
 def test_scifact_slice_with_the_real_cross_encoder(scifact_dir, cross_encoder_path, tmp_path, capsys) -> None:
     out = tmp_path / "scifact"
-    code = main(
-        [
-            "eval",
-            str(scifact_dir),
-            "--model",
-            cross_encoder_path,
-            "--out",
-            str(out),
-            "--top-k",
-            "10",
-            "--max-queries",
-            "6",
-            "--k",
-            "3,5,10",
-            "--gate-sweep",
-            "0:0.6:0.3",
-            "--no-progress",
-        ]
-    )
+    flags = "--top-k 10 --max-queries 6 --k 3,5,10 --gate-sweep 0:0.6:0.3 --no-progress"
+    code = main(["eval", str(scifact_dir), "--model", cross_encoder_path, "--out", str(out), *flags.split()])
     assert code == 0
     report = json.loads((out / "results.json").read_text())
     names = [s["name"] for s in report["systems"]]

@@ -54,17 +54,15 @@ def test_scifact_bm25_agrees_with_pytrec_eval_and_the_reference(scifact_dir) -> 
     rankings = bm25_rankings(dataset, dataset.query_ids, 100)
     ours = mean_metrics(evaluate(dataset.qrels, docids(rankings), [10, 100]))
     raw_run = {qid: dict(ranking) for qid, ranking in rankings.items()}
-    theirs = pytrec_eval.RelevanceEvaluator(
-        dataset.qrels, {"ndcg_cut.10", "recall.100", "recip_rank"}
-    ).evaluate(raw_run)
+    theirs = pytrec_eval.RelevanceEvaluator(dataset.qrels, {"ndcg_cut.10", "recall.100", "recip_rank"}).evaluate(
+        raw_run
+    )
     for ours_name, their_name in (
         ("ndcg@10", "ndcg_cut_10"),
         ("recall@100", "recall_100"),
         ("mrr@100", "recip_rank"),
     ):
-        assert ours[ours_name] == pytest.approx(
-            sum(v[their_name] for v in theirs.values()) / len(theirs), abs=1e-9
-        )
+        assert ours[ours_name] == pytest.approx(sum(v[their_name] for v in theirs.values()) / len(theirs), abs=1e-9)
     # the shared models README: bm25s k1=0.9 b=0.4 gives NDCG@10 0.6762, Recall@100 0.9127
     assert ours["ndcg@10"] == pytest.approx(0.6762, abs=5e-4)
     assert ours["recall@100"] == pytest.approx(0.9127, abs=5e-4)
