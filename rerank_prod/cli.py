@@ -9,6 +9,7 @@ Heavy libraries (torch, bm25s, pytrec_eval, matplotlib, frameworks) load only wh
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -113,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
         "fallback_timeout_s, top_n, score_threshold ('table.option=value' for options)",
     )
     evaluate.add_argument("--config", type=Path, help="JSON or TOML file listing configurations")
+    evaluate.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module first, repeatable: it can register_scorer()/register_cache_backend() "
+        "so configurations can name your own backends",
+    )
     evaluate.add_argument("--max-queries", type=_positive_int, help="evaluate only the first N judged queries")
     evaluate.add_argument(
         "--no-replay",
@@ -174,11 +183,22 @@ def default_scorer(args: argparse.Namespace) -> dict[str, object]:
     return scorer
 
 
+def _import_plugins(modules: Sequence[str]) -> None:
+    from rerank_prod.evaluation.dataset import EvalInputError
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise EvalInputError(f"--plugin {module}: {exc}") from None
+
+
 def _eval(args: argparse.Namespace) -> None:
     from rerank_prod.evaluation.configs import resolve_specs
     from rerank_prod.evaluation.experiment import EvalOptions, run_eval
     from rerank_prod.evaluation.report import eval_terminal
 
+    _import_plugins(args.plugin)
     options = EvalOptions(
         dataset=args.dataset,
         specs=resolve_specs(args.reranker, args.config, default_scorer(args)),

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from rerank_prod.cli import main
+from rerank_prod.evaluation import configs
 from rerank_prod.evaluation.configs import SCORERS
 from rerank_prod.evaluation.first_stage import read_run
 from rerank_prod.evaluation.runner import ReplayScorer
@@ -116,6 +117,20 @@ def test_run_file_first_stage(beir, tmp_path, scored_texts) -> None:
     assert report["settings"]["first_stage"] == "run file bm25.trec"
     assert read_run(tmp_path / "out" / "runs" / "pure.trec")["q1"][0][0] == "d1"
     assert report["systems"][1]["calls"] == 2  # q3 has no candidates: scored zero, not re-ranked
+
+
+def test_plugin_module_registers_a_scorer(beir, tmp_path, monkeypatch) -> None:
+    (tmp_path / "my_scorers.py").write_text(
+        "from rerank_prod.evaluation import register_scorer\n"
+        "from tests.support import ConstantTimeScorer\n"
+        "register_scorer('mine', ConstantTimeScorer)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(configs, "SCORERS", dict(SCORERS))  # the registration ends with this test
+    assert _eval(beir, tmp_path / "out", "--plugin", "my_scorers", "-r", "scorer=mine,scorer.name=m") == 0
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert report["systems"][1]["name"] == "mine"
+    assert _eval(beir, tmp_path / "out", "--plugin", "no_such_module") == 2
 
 
 @pytest.mark.parametrize(
