@@ -60,7 +60,8 @@ def _max_tokens(loaded: Any) -> int:
     """Length cap of the sentence-transformers `CrossEncoder` inside a `Reranker` or a framework object."""
     from rerank_prod import Reranker
 
-    cross_encoder = loaded.scorer._model if isinstance(loaded, Reranker) else loaded
+    holder: Any = loaded.scorer if isinstance(loaded, Reranker) else None
+    cross_encoder = holder._model if holder is not None else loaded
     return int(cross_encoder.max_seq_length)
 
 
@@ -101,12 +102,13 @@ def _langchain_cross_encoder(model: str, top_n: int) -> BenchSystem:
     from langchain_classic.retrievers.document_compressors import CrossEncoderReranker
     from langchain_community.cross_encoders import HuggingFaceCrossEncoder
 
-    compressor = CrossEncoderReranker(model=HuggingFaceCrossEncoder(model_name=model), top_n=top_n)
+    cross_encoder = HuggingFaceCrossEncoder(model_name=model)
+    compressor = CrossEncoderReranker(model=cross_encoder, top_n=top_n)
     return _langchain_compressor(
         compressor,
         "LangChain CrossEncoderReranker",
         "LangChain default: run_in_executor",
-        _max_tokens(compressor.model.client),
+        _max_tokens(cross_encoder.client),
     )
 
 

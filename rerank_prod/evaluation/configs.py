@@ -206,7 +206,7 @@ def _toml_parser() -> Any:
         import tomllib
     except ModuleNotFoundError:
         try:
-            import tomli as tomllib
+            import tomli as tomllib  # type: ignore[no-redef]
         except ModuleNotFoundError:
             raise EvalInputError("TOML config files need Python 3.11+ or `pip install tomli`; or use JSON") from None
     return tomllib

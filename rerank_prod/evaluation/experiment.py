@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rerank_prod.evaluation.configs import Spec
-from rerank_prod.evaluation.dataset import EvalInputError, load_beir
+from rerank_prod.evaluation.dataset import EvalInputError, Qrels, load_beir
 from rerank_prod.evaluation.first_stage import Ranking, candidate_sets, first_stage_rankings, write_run
 from rerank_prod.evaluation.ir_metrics import evaluate, mean_metrics
 from rerank_prod.evaluation.runner import ConfigRun, docids, gate_sweep, latency_ms, run_configs
@@ -123,7 +123,7 @@ def _sweep(
     base: ConfigRun,
     candidates: Mapping[str, Any],
     first_stage: Mapping[str, Ranking],
-    qrels: Mapping[str, Any],
+    qrels: Qrels,
     baseline_ndcg10: float,
 ) -> dict[str, Any]:
     full_ndcg10 = mean_metrics(evaluate(qrels, docids(base.rankings), [10]))["ndcg@10"]
