@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -247,7 +248,12 @@ def measure_memory(builder: str, model: str, sets: dict[int, list[CandidateSet]]
     probe = context.Process(target=_memory_probe, args=(builder, model, sets, results))
     probe.start()
     try:
-        return results.get(timeout=600)
+        while True:
+            try:
+                return results.get(timeout=1)
+            except queue.Empty:
+                if not probe.is_alive():
+                    raise RuntimeError(f"memory probe for {builder!r} died (exit code {probe.exitcode})") from None
     finally:
         probe.join()
 
