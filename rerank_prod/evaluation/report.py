@@ -175,16 +175,13 @@ def plot_quality_latency(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for system in report["systems"]:
+    markers = "osD^vP*Xh<>"
+    for index, system in enumerate(report["systems"]):  # a legend, not annotations: close points overlap
         p95 = (system.get("latency_ms") or {}).get("p95") or 0.0
-        axes.scatter(p95, system["metrics"]["ndcg@10"], s=40)
-        axes.annotate(
-            system["name"],
-            (p95, system["metrics"]["ndcg@10"]),
-            textcoords="offset points",
-            xytext=(5, 5),
-            fontsize=8,
-        )
+        ndcg10 = system["metrics"]["ndcg@10"]
+        label = f"{system['name']}: {ndcg10:.4f} @ {p95:.0f} ms"
+        axes.scatter(p95, ndcg10, s=45, marker=markers[index % len(markers)], label=label)
+    axes.legend(fontsize=8, loc="lower right")
     axes.set_xlabel("p95 re-rank latency (ms)")
     axes.set_ylabel("NDCG@10")
     axes.set_title(
