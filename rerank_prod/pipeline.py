@@ -248,7 +248,8 @@ class Reranker:
     def _scores(self, scorer: Scorer, call: _Call, timeout_s: float | None) -> Generator[_Effect, Any, list[float]]:
         deadline = None if timeout_s is None else Deadline.after(timeout_s)
         texts = [c.text for c in call.candidates]
-        if self.score_cache is None:
+        # A score that depends on the other candidates (listwise LLM, top-n cut) is no pair score.
+        if self.score_cache is None or not getattr(scorer, "independent_scores", True):
             return (yield _Score(scorer, call.query, texts, deadline))
         keys = self.score_cache.keys(scorer.identity, call.query, texts)
         scores: list[float | None] = yield _ReadScores(keys)

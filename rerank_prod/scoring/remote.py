@@ -1,0 +1,194 @@
+"""Plumbing shared by remote scorers: API keys that never leak, resilience settings, fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Protocol, TypeVar, runtime_checkable
+
+from rerank_prod.resilience import CircuitBreaker, MalformedResponse, ResilientCaller, RetryPolicy
+from rerank_prod.types import as_finite_float
+
+T = TypeVar("T")
+
+
+@runtime_checkable
+class _SecretLike(Protocol):
+    """pydantic's `SecretStr` and anything shaped like it."""
+
+    def get_secret_value(self) -> str: ...
+
+
+class ApiKey:
+    """An API key that prints as asterisks in reprs, logs and exceptions."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("an API key must be a non-empty string")
+        self._value = value
+
+    def reveal(self) -> str:
+        """The key itself: only for handing to a client library."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "ApiKey('**********')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> None:  # type: ignore[override]
+        raise TypeError("ApiKey cannot be pickled")
+
+
+def resolve_api_key(api_key: str | _SecretLike | ApiKey | None, env_vars: Sequence[str]) -> ApiKey | None:
+    """The key given (str or `SecretStr`), else the first of `env_vars` that is set, else None."""
+    if isinstance(api_key, ApiKey):
+        return api_key
+    if isinstance(api_key, _SecretLike):
+        return ApiKey(api_key.get_secret_value())
+    if isinstance(api_key, str):
+        return ApiKey(api_key)
+    if api_key is not None:
+        raise TypeError(f"api_key must be a str or SecretStr, got {type(api_key).__name__}")
+    for name in env_vars:
+        value = os.environ.get(name)
+        if value and value.strip():
+            return ApiKey(value)
+    return None
+
+
+@contextlib.contextmanager
+def garbled_answers_as_malformed() -> Iterator[None]:
+    """Around a client-library call: an answer the library could not parse (a JSON decode error,
+    an error object with a 2xx status, a parsing error) becomes `MalformedResponse`, which is retried."""
+    try:
+        yield
+    except MalformedResponse:
+        raise
+    except Exception as failure:
+        status = getattr(failure, "status_code", None)
+        garbled_success = isinstance(status, int) and 200 <= status < 300
+        if garbled_success or isinstance(failure, ValueError) or type(failure).__name__ == "ParsingError":
+            raise MalformedResponse(f"unparseable answer ({type(failure).__name__}, status {status})") from failure
+        raise
+
+
+def check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_text(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def require_extra(module: str, scorer: str, extra: str) -> None:
+    """Fail at construction, naming the extra to install, when an optional client is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ImportError(f"{scorer} needs {module}: pip install 'rerank-prod[{extra}]'")
+
+
+def scores_by_index(pairs: Iterable[tuple[object, object]], count: int, who: str, *,
+                    missing: float | None = None) -> list[float]:
+    """One score per text from a server's (index, score) pairs, which may come in any order.
+
+    Unknown, duplicate or (unless `missing` gives their score) absent indices mean the answer
+    cannot be trusted: `MalformedResponse`.
+    """
+    scores: list[float | None] = [None] * count
+    for index, score in pairs:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+            raise MalformedResponse(f"{who} returned index {index!r} for {count} texts")
+        if scores[index] is not None:
+            raise MalformedResponse(f"{who} returned index {index} twice")
+        try:
+            scores[index] = as_finite_float(score, f"{who} score")
+        except (TypeError, ValueError) as exc:
+            raise MalformedResponse(str(exc)) from exc
+    absent = [i for i, score in enumerate(scores) if score is None]
+    if absent and missing is None:
+        raise MalformedResponse(f"{who} returned no score for {len(absent)} of {count} texts")
+    return [missing if score is None else score for score in scores]  # type: ignore[misc]
+
+
+class RemoteScorer:
+    """Base for scorers that call a service: owns the retry policy, breaker and request timeout.
+
+    `independent_scores` says whether a text's score is independent of the other texts in the call;
+    the pipeline only caches per-pair scores for scorers where it is.
+    """
+
+    independent_scores = True
+
+    def __init__(self, *, request_timeout_s: float | None, retry: RetryPolicy | None,
+                 circuit_breaker: CircuitBreaker | None) -> None:
+        """`retry=None` means the default `RetryPolicy()`; `circuit_breaker=None` a fresh default
+        `CircuitBreaker()` for this scorer (pass one instance to several scorers to share it)."""
+        self._caller = ResilientCaller(RetryPolicy() if retry is None else retry,
+                                       CircuitBreaker() if circuit_breaker is None else circuit_breaker,
+                                       request_timeout_s)
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._caller.retry
+
+    @property
+    def circuit_breaker(self) -> CircuitBreaker | None:
+        return self._caller.circuit_breaker
+
+    @property
+    def request_timeout_s(self) -> float | None:
+        return self._caller.request_timeout_s
+
+
+def run_bounded(tasks: Sequence[Callable[[], T]], executor: concurrent.futures.ThreadPoolExecutor) -> list[T]:
+    """Run `tasks` on `executor` (its size is the bound); the first failure cancels what has not started."""
+    if len(tasks) == 1:
+        return [tasks[0]()]
+    futures = [executor.submit(task) for task in tasks]
+    try:
+        return [future.result() for future in futures]
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+async def arun_bounded(tasks: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
+    """Await `tasks` at most `limit` at a time; the first failure cancels the rest and propagates."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def bounded(task: Callable[[], Awaitable[T]]) -> T:
+        async with semaphore:
+            return await task()
+
+    running = [asyncio.ensure_future(bounded(task)) for task in tasks]
+    try:
+        return list(await asyncio.gather(*running))
+    finally:
+        for future in running:
+            future.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+
+
+def check_base_url(base_url: object) -> str:
+    """An http(s) URL without credentials in it (those belong in `api_key`, which never leaks)."""
+    from urllib.parse import urlsplit
+
+    url = check_text("base_url", base_url).rstrip("/")
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        raise ValueError("base_url must not contain credentials; pass the key as api_key")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be an http(s) URL, got {url!r}")
+    return url
