@@ -1,0 +1,167 @@
+"""Retries, Retry-After, the time budget and the circuit breaker, with real tenacity and no network."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from email.utils import formatdate
+
+import pytest
+
+from rerank_prod import (
+    BudgetExhausted,
+    CircuitBreaker,
+    CircuitOpenError,
+    Deadline,
+    MalformedResponse,
+    RetryPolicy,
+)
+from rerank_prod.resilience import BackendHTTPError, ResilientCaller, is_transient, parse_retry_after
+from rerank_prod.scoring.remote import ApiKey, resolve_api_key
+
+FAST = RetryPolicy(max_attempts=4, backoff_initial_s=0.01, backoff_max_s=0.02)
+
+
+class Flaky:
+    """Fails with the given exceptions, in order, then answers 'ok'; records attempt timeouts."""
+
+    def __init__(self, *failures: BaseException) -> None:
+        self.failures = list(failures)
+        self.timeouts: list[float | None] = []
+
+    def __call__(self, timeout_s: float | None) -> str:
+        self.timeouts.append(timeout_s)
+        if self.failures:
+            raise self.failures.pop(0)
+        return "ok"
+
+
+def test_transient_failures_are_retried_until_success() -> None:
+    flaky = Flaky(ConnectionError("reset"), BackendHTTPError("busy", status_code=503), TimeoutError("slow"))
+    caller = ResilientCaller(FAST, None, request_timeout_s=5.0)
+    assert caller.call(flaky, Deadline.after(2.0)) == "ok"
+    assert len(flaky.timeouts) == 4
+    assert all(t is not None and t <= 2.0 for t in flaky.timeouts)  # budget caps the per-request timeout
+
+
+def test_permanent_failures_are_not_retried() -> None:
+    flaky = Flaky(BackendHTTPError("bad request", status_code=400))
+    with pytest.raises(BackendHTTPError):
+        ResilientCaller(FAST, None, None).call(flaky, None)
+    assert len(flaky.timeouts) == 1
+
+
+@pytest.mark.parametrize(("failure", "transient"), [
+    (BackendHTTPError("x", status_code=429), True), (BackendHTTPError("x", status_code=408), True),
+    (BackendHTTPError("x", status_code=500), True), (BackendHTTPError("x", status_code=401), False),
+    (MalformedResponse("prose"), True), (CircuitOpenError("open"), False), (ValueError("bug"), False),
+])
+def test_what_counts_as_transient(failure: Exception, transient: bool) -> None:
+    assert is_transient(failure) is transient
+
+
+def test_retry_after_is_honoured() -> None:
+    flaky = Flaky(BackendHTTPError("slow down", status_code=429, retry_after_s=0.3))
+    started = time.monotonic()
+    assert ResilientCaller(FAST, None, None).call(flaky, Deadline.after(2.0)) == "ok"
+    assert time.monotonic() - started >= 0.3
+
+
+def test_retry_after_beyond_the_budget_gives_up_at_once() -> None:
+    flaky = Flaky(BackendHTTPError("slow down", status_code=429, retry_after_s=5.0))
+    started = time.monotonic()
+    with pytest.raises(BackendHTTPError):
+        ResilientCaller(FAST, None, None).call(flaky, Deadline.after(1.0))
+    assert time.monotonic() - started < 0.2
+    assert len(flaky.timeouts) == 1
+
+
+def test_backoff_never_outlives_the_deadline() -> None:
+    policy = RetryPolicy(max_attempts=100, backoff_initial_s=0.05, backoff_max_s=0.1)
+    always_down = Flaky(*[ConnectionError("down")] * 100)
+    started = time.monotonic()
+    with pytest.raises(ConnectionError):
+        ResilientCaller(policy, None, None).call(always_down, Deadline.after(0.4))
+    assert time.monotonic() - started < 0.45
+    assert len(always_down.timeouts) > 2
+
+
+def test_a_spent_budget_sends_nothing() -> None:
+    flaky = Flaky()
+    with pytest.raises(BudgetExhausted):
+        ResilientCaller(FAST, None, None).call(flaky, Deadline.after(0.0))
+    assert flaky.timeouts == []
+
+
+async def test_async_retries_share_the_same_rules() -> None:
+    failures = [ConnectionError("reset"), BackendHTTPError("busy", status_code=502, retry_after_s=0.05)]
+
+    async def attempt(timeout_s: float | None) -> str:
+        await asyncio.sleep(0)
+        if failures:
+            raise failures.pop(0)
+        return "ok"
+
+    assert await ResilientCaller(FAST, None, 1.0).acall(attempt, Deadline.after(2.0)) == "ok"
+
+
+def test_circuit_opens_rejects_fast_then_lets_one_trial_through() -> None:
+    breaker = CircuitBreaker(failure_threshold=2, cooldown_s=0.2)
+    caller = ResilientCaller(RetryPolicy(max_attempts=1), breaker, None)
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            caller.call(Flaky(ConnectionError("down")), None)
+    assert breaker.state == "open"
+    never_called = Flaky()
+    with pytest.raises(CircuitOpenError):
+        caller.call(never_called, None)
+    assert never_called.timeouts == []
+
+    time.sleep(0.25)
+    assert breaker.state == "half_open"
+    breaker.before_request()  # the trial slot is taken: a second caller is turned away
+    with pytest.raises(CircuitOpenError):
+        breaker.before_request()
+    breaker.record_failure()  # the trial failed: open again for a full cooldown
+    assert breaker.state == "open"
+
+    time.sleep(0.25)
+    assert caller.call(Flaky(), None) == "ok"
+    assert breaker.snapshot() == {"state": "closed", "consecutive_failures": 0, "times_opened": 2,
+                                  "rejected_requests": 2}
+
+
+def test_parse_retry_after_forms() -> None:
+    assert parse_retry_after({"Retry-After": "2"}) == 2.0
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    in_three_seconds = parse_retry_after({"Retry-After": formatdate(time.time() + 3, usegmt=True)})
+    assert in_three_seconds is not None and 1.5 < in_three_seconds <= 3.0
+    assert parse_retry_after({"Retry-After": "soon"}) is None
+    assert parse_retry_after({}) is None
+
+
+def test_bad_settings_fail_at_construction() -> None:
+    with pytest.raises(ValueError, match="max_attempts"):
+        RetryPolicy(max_attempts=0)
+    with pytest.raises(ValueError, match="backoff_initial_s"):
+        RetryPolicy(backoff_initial_s=-1)
+    with pytest.raises(ValueError, match="failure_threshold"):
+        CircuitBreaker(failure_threshold=0)
+    with pytest.raises(ValueError, match="cooldown_s"):
+        CircuitBreaker(cooldown_s=0)
+    with pytest.raises(TypeError, match="retry"):
+        ResilientCaller(3, None, None)  # type: ignore[arg-type]
+
+
+def test_api_keys_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import SecretStr
+
+    key = resolve_api_key(SecretStr("sk-live-123"), ())
+    assert isinstance(key, ApiKey) and key.reveal() == "sk-live-123"
+    assert "sk-live" not in repr(key) and "sk-live" not in str(key) and "sk-live" not in f"{key}"
+    monkeypatch.delenv("CO_API_KEY", raising=False)
+    monkeypatch.setenv("COHERE_API_KEY", "from-env")
+    assert resolve_api_key(None, ("CO_API_KEY", "COHERE_API_KEY")).reveal() == "from-env"  # type: ignore[union-attr]
+    assert resolve_api_key(None, ("NOT_SET_ANYWHERE",)) is None
+    with pytest.raises(TypeError):
+        resolve_api_key(123, ())
