@@ -19,11 +19,15 @@ import time
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from rerank_prod import RetryPolicy
+
+# Retries quick enough for tests; three attempts, as by default.
+FAST_RETRY = RetryPolicy(max_attempts=3, backoff_initial_s=0.01, backoff_max_s=0.05)
 _WORD = re.compile(r"[a-z0-9]+")
 EMBEDDING_DIMENSIONS = 64
 
@@ -36,6 +40,11 @@ def overlap(query: str, text: str) -> float:
     """Share of the query's words found in the text, in [0, 1]."""
     query_words = words(query)
     return len(query_words & words(text)) / len(query_words) if query_words else 0.0
+
+
+def best_first(query: str, texts: Sequence[str]) -> list[int]:
+    """Positions of `texts` in the order the stand-ins rank them."""
+    return sorted(range(len(texts)), key=lambda i: -overlap(query, texts[i]))
 
 
 def bag_of_words_vector(text: str) -> list[float]:
@@ -231,6 +240,15 @@ class StandInServer:
     def close(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+@contextlib.contextmanager
+def running(flavor: str, **settings: Any) -> Iterator[StandInServer]:
+    server = StandInServer(flavor, **settings)
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 def _handler_for(server: StandInServer) -> type[BaseHTTPRequestHandler]:

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from rerank_prod import CohereScorer, Reranker, RetryPolicy, ScoreCache, SourceKind
 from rerank_prod.cache import InMemoryCache, ResultCache
-from tests.standin_servers import StandInServer, drop, overlap, raw, slow, status
+from tests.standin_servers import FAST_RETRY, StandInServer, best_first, drop, raw, running, slow, status
 
 QUERY = "what is the capital of the united states"
 DOCUMENTS = [
@@ -21,16 +21,14 @@ DOCUMENTS = [
     "Capital punishment has existed in the United States since before it was a country.",
     "The Commonwealth of the Northern Mariana Islands is a group of islands in the Pacific Ocean.",
 ]
-BEST_FIRST = sorted(range(len(DOCUMENTS)), key=lambda i: -overlap(QUERY, DOCUMENTS[i]))
+BEST_FIRST = best_first(QUERY, DOCUMENTS)
 KEY = "co-test-key-do-not-leak"
-FAST_RETRY = RetryPolicy(max_attempts=3, backoff_initial_s=0.01, backoff_max_s=0.05)
 
 
 @pytest.fixture
 def cohere_server() -> Iterator[StandInServer]:
-    server = StandInServer("cohere", api_key=KEY)
-    yield server
-    server.close()
+    with running("cohere", api_key=KEY) as server:
+        yield server
 
 
 def scorer_for(server: StandInServer, **options: object) -> CohereScorer:

@@ -16,7 +16,7 @@ from rerank_prod import (
     SourceKind,
 )
 from rerank_prod.scoring.embedding import cosine_scores
-from tests.standin_servers import StandInServer, bag_of_words_vector, drop, raw, status
+from tests.standin_servers import FAST_RETRY, StandInServer, bag_of_words_vector, drop, raw, running, status
 
 QUERY = "How do plants turn sunlight into chemical energy?"
 PASSAGES = [
@@ -25,7 +25,6 @@ PASSAGES = [
     "A recipe for banana bread with walnuts.",
     "Chlorophyll in leaves absorbs sunlight.",
 ]
-FAST_RETRY = RetryPolicy(max_attempts=3, backoff_initial_s=0.01, backoff_max_s=0.05)
 EMBEDDINGS = "/v1/embeddings"
 
 
@@ -66,9 +65,8 @@ def test_cosine_of_a_zero_vector_is_an_error_not_nan() -> None:
 
 @pytest.fixture
 def openai_server() -> Iterator[StandInServer]:
-    server = StandInServer("openai", api_key="sk-embed")
-    yield server
-    server.close()
+    with running("openai", api_key="sk-embed") as server:
+        yield server
 
 
 def openai_scorer(server: StandInServer, **options: object) -> OpenAIEmbeddingScorer:

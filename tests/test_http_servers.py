@@ -10,7 +10,7 @@ import pytest
 
 from rerank_prod import CircuitBreaker, Reranker, RerankServerScorer, RetryPolicy, ScoreCache, SourceKind, TEIScorer
 from rerank_prod.cache import InMemoryCache
-from tests.standin_servers import StandInServer, drop, overlap, raw, slow, status
+from tests.standin_servers import FAST_RETRY, StandInServer, best_first, drop, overlap, raw, running, slow, status
 
 QUERY = "how do vaccines train the immune system"
 PASSAGES = [
@@ -19,23 +19,20 @@ PASSAGES = [
     "The immune system fights infections.",
     "How trains run on time in Switzerland.",
 ]
-BEST_FIRST = sorted(range(len(PASSAGES)), key=lambda i: -overlap(QUERY, PASSAGES[i]))
-FAST_RETRY = RetryPolicy(max_attempts=3, backoff_initial_s=0.01, backoff_max_s=0.05)
+BEST_FIRST = best_first(QUERY, PASSAGES)
 SECRET = "tei-secret-token-42"
 
 
 @pytest.fixture
 def tei() -> Iterator[StandInServer]:
-    server = StandInServer("tei", api_key=SECRET)
-    yield server
-    server.close()
+    with running("tei", api_key=SECRET) as server:
+        yield server
 
 
 @pytest.fixture
 def infinity() -> Iterator[StandInServer]:
-    server = StandInServer("infinity")
-    yield server
-    server.close()
+    with running("infinity") as server:
+        yield server
 
 
 def tei_scorer(server: StandInServer, **options: object) -> TEIScorer:

@@ -8,14 +8,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import TypeVar
 
 import pytest
 
-from rerank_prod import LLMListwiseScorer, LLMPointwiseScorer, Reranker, RetryPolicy, ScoreCache, SourceKind
+from rerank_prod import LLMListwiseScorer, LLMPointwiseScorer, Reranker, ScoreCache, SourceKind
 from rerank_prod.cache import InMemoryCache
 from rerank_prod.resilience import MalformedResponse
 from rerank_prod.scoring.llm import parse_ranking, parse_relevance, sliding_windows
-from tests.standin_servers import StandInServer, llm_says, overlap, slow, status
+from tests.standin_servers import FAST_RETRY, StandInServer, best_first, llm_says, overlap, running, slow, status
 
 CHAT = "/v1/chat/completions"
 QUERY = "which enzyme breaks down starch in saliva"
@@ -25,28 +26,29 @@ PASSAGES = [
     "Starch is a carbohydrate.",
     "Enzymes in saliva begin digestion.",
 ]
-BEST_FIRST = sorted(range(len(PASSAGES)), key=lambda i: -overlap(QUERY, PASSAGES[i]))
-FAST_RETRY = RetryPolicy(max_attempts=3, backoff_initial_s=0.01, backoff_max_s=0.05)
+BEST_FIRST = best_first(QUERY, PASSAGES)
 KEY = "sk-test-never-print-me"
+LLMScorer = TypeVar("LLMScorer", LLMPointwiseScorer, LLMListwiseScorer)
 
 
 @pytest.fixture
 def llm() -> Iterator[StandInServer]:
-    server = StandInServer("openai", api_key=KEY)
-    yield server
-    server.close()
+    with running("openai", api_key=KEY) as server:
+        yield server
+
+
+def chat_scorer(kind: type[LLMScorer], server: StandInServer, **options: object) -> LLMScorer:
+    settings: dict[str, object] = {"api_key": KEY, "base_url": f"{server.url}/v1", "retry": FAST_RETRY,
+                                   "request_timeout_s": 2.0}
+    return kind("gpt-4o-mini", **{**settings, **options})  # type: ignore[arg-type]
 
 
 def pointwise(server: StandInServer, **options: object) -> LLMPointwiseScorer:
-    settings: dict[str, object] = {"api_key": KEY, "base_url": f"{server.url}/v1", "retry": FAST_RETRY,
-                                   "request_timeout_s": 2.0}
-    return LLMPointwiseScorer("gpt-4o-mini", **{**settings, **options})  # type: ignore[arg-type]
+    return chat_scorer(LLMPointwiseScorer, server, **options)
 
 
 def listwise(server: StandInServer, **options: object) -> LLMListwiseScorer:
-    settings: dict[str, object] = {"api_key": KEY, "base_url": f"{server.url}/v1", "retry": FAST_RETRY,
-                                   "request_timeout_s": 2.0}
-    return LLMListwiseScorer("gpt-4o-mini", **{**settings, **options})  # type: ignore[arg-type]
+    return chat_scorer(LLMListwiseScorer, server, **options)
 
 
 # --- pointwise ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from llama_index.core.schema import TextNode
 from langchain_rerank_prod import RerankProdCompressor
 from llamaindex_rerank_prod import RerankProdPostprocessor
 from rerank_prod import CohereScorer, LLMListwiseScorer, Reranker, RetryPolicy, TEIScorer
-from tests.standin_servers import StandInServer, overlap, status
+from tests.standin_servers import StandInServer, overlap, running, status
 from tests.support import langchain_scored_retriever, llamaindex_embedding
 from tests.test_langchain_adapter import PASSAGES, QUERY
 from tests.test_llamaindex_adapter import EventCollector
@@ -28,23 +28,20 @@ ASPIRIN_FIRST = ["Low-dose aspirin lowers the rate of heart attacks in men over 
 
 @pytest.fixture
 def tei() -> Iterator[StandInServer]:
-    server = StandInServer("tei")
-    yield server
-    server.close()
+    with running("tei") as server:
+        yield server
 
 
 @pytest.fixture
 def cohere_server() -> Iterator[StandInServer]:
-    server = StandInServer("cohere", api_key="co-key")
-    yield server
-    server.close()
+    with running("cohere", api_key="co-key") as server:
+        yield server
 
 
 @pytest.fixture
 def openai_server() -> Iterator[StandInServer]:
-    server = StandInServer("openai", api_key="sk-key")
-    yield server
-    server.close()
+    with running("openai", api_key="sk-key") as server:
+        yield server
 
 
 # --- LangChain ----------------------------------------------------------------------------------

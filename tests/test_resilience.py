@@ -165,3 +165,13 @@ def test_api_keys_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_api_key(None, ("NOT_SET_ANYWHERE",)) is None
     with pytest.raises(TypeError):
         resolve_api_key(123, ())
+
+
+def test_remote_clients_are_imported_only_when_a_scorer_is_built() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, rerank_prod; print([m for m in ('cohere', 'openai', 'httpx', 'httpx2', 'tenacity', 'pydantic')"
+            " if m in sys.modules])")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"
