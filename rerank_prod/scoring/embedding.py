@@ -60,7 +60,7 @@ def _load_sentence_transformer(model_name_or_path: str, device: str | None, trus
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise ImportError(
-            "SentenceTransformerEmbeddingScorer needs sentence-transformers: pip install 'rerank-prod[cross-encoder]'"
+            "SentenceTransformerEmbeddingScorer needs sentence-transformers: pip install 'rerank-prod[embedding]'"
         ) from exc
     return SentenceTransformer(model_name_or_path, device=device, trust_remote_code=trust_remote_code)
 
