@@ -114,6 +114,7 @@ def test_fenced_json_is_accepted_and_prose_around_it_is_not() -> None:
 # --- listwise -----------------------------------------------------------------------------------
 
 def test_sliding_windows_go_bottom_up_and_overlap() -> None:
+    assert sliding_windows(0, 20, 10) == []
     assert sliding_windows(5, 20, 10) == [(0, 5)]
     assert sliding_windows(30, 10, 5) == [(20, 30), (15, 25), (10, 20), (5, 15), (0, 10)]
     assert sliding_windows(12, 10, 5) == [(2, 12), (0, 10)]

@@ -239,7 +239,7 @@ def sliding_windows(count: int, window_size: int, step: int) -> list[tuple[int, 
     """(start, end) windows from the bottom of the list up to the top, overlapping by
     window_size - step, so a relevant passage can climb from last place to first."""
     if count <= window_size:
-        return [(0, count)]
+        return [(0, count)] if count else []
     windows = []
     start = count - window_size
     while True:

@@ -41,9 +41,6 @@ class ApiKey:
 
     __str__ = __repr__
 
-    def __reduce__(self) -> None:  # type: ignore[override]
-        raise TypeError("ApiKey cannot be pickled")
-
 
 def resolve_api_key(api_key: str | _SecretLike | ApiKey | None, env_vars: Sequence[str]) -> ApiKey | None:
     """The key given (str or `SecretStr`), else the first of `env_vars` that is set, else None."""
