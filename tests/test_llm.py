@@ -16,7 +16,18 @@ from rerank_prod import LLMListwiseScorer, LLMPointwiseScorer, Reranker, ScoreCa
 from rerank_prod.cache import InMemoryCache
 from rerank_prod.resilience import MalformedResponse
 from rerank_prod.scoring.llm import parse_ranking, parse_relevance, sliding_windows
-from tests.standin_servers import FAST_RETRY, StandInServer, best_first, llm_says, overlap, running, slow, status
+from tests.standin_servers import (
+    FAST_RETRY,
+    StandInServer,
+    best_first,
+    drop,
+    llm_says,
+    overlap,
+    raw,
+    running,
+    slow,
+    status,
+)
 
 CHAT = "/v1/chat/completions"
 QUERY = "which enzyme breaks down starch in saliva"
@@ -94,13 +105,22 @@ def test_persistently_unparseable_candidate_fails_the_call_into_the_fallback(llm
     assert [item.original_rank for item in result] == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("fault", [status(429, retry_after=0.1), status(500), status(503)],
-                         ids=["429", "500", "503"])
+@pytest.mark.parametrize("fault", [status(429, retry_after=0.1), status(500), status(503), drop(),
+                                   raw(b'{"id": "chatcmpl-1", "choices": [{"index": 0, "mess'), raw(b'{"id": "x"}')],
+                         ids=["429", "500", "503", "dropped", "truncated-json", "no-choices"])
 async def test_pointwise_http_faults_are_retried(llm: StandInServer, fault: object) -> None:
     llm.fail_next(CHAT, fault)  # type: ignore[arg-type]
     result = await Reranker(pointwise(llm), timeout_s=5.0).arerank(QUERY, PASSAGES)
     assert [item.original_rank for item in result] == BEST_FIRST
     assert len(llm.requests) == 5
+
+
+async def test_slow_llm_falls_back_within_the_budget(llm: StandInServer) -> None:
+    llm.fail_next(CHAT, *[slow(1.5)] * 4)
+    started = time.monotonic()
+    result = await Reranker(pointwise(llm), timeout_s=0.4).arerank(QUERY, PASSAGES)
+    assert time.monotonic() - started < 0.7
+    assert str(result.source) == "fallback:retriever order: timeout after 0.4s"
 
 
 def test_fenced_json_is_accepted_and_prose_around_it_is_not() -> None:
