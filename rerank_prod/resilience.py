@@ -1,23 +1,24 @@
 """Retries and circuit breaking for remote scorers, bounded by the call's one time budget.
 
 Every request a remote scorer sends goes through `ResilientCaller`: it refuses to start when the
-budget is spent or the backend's circuit is open, gives each attempt the smaller of the per-request
-timeout and what is left of the budget, and retries transient failures (429 honouring
-`Retry-After`, 408, 5xx, dropped connections, timeouts, malformed answers) with jittered
-exponential backoff, never sleeping past the deadline. Whatever still fails reaches the pipeline,
-which falls back and says why in `rerank_source`.
+budget is spent, gives each attempt the smaller of the per-request timeout and what is left of the
+budget, and retries transient failures (429 honouring `Retry-After`, 408, 5xx, dropped
+connections, timeouts, malformed answers) with jittered exponential backoff, never sleeping past
+the deadline. Around each whole scorer call sits the backend's `CircuitBreaker`. Whatever still
+fails reaches the pipeline, which falls back and says why in `rerank_source`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import math
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -147,12 +148,15 @@ NO_RETRY = RetryPolicy(max_attempts=1)
 
 
 class CircuitBreaker:
-    """Per-backend circuit: closed -> open after `failure_threshold` consecutive failed requests
-    -> half-open after `cooldown_s` (one trial request) -> closed on success, open again on failure.
+    """Per-backend circuit over whole scorer calls: closed -> open after `failure_threshold`
+    consecutive failed calls -> half-open after `cooldown_s` (one trial call) -> closed on success,
+    open again on failure.
 
-    While open, requests fail fast with `CircuitOpenError`, so the pipeline falls back at once
-    instead of spending the budget on a backend known to be down. Share one instance between
-    scorers that talk to the same backend. Thread-safe; `snapshot()` is for metrics exporters.
+    While open, calls fail fast with `CircuitOpenError`, so the pipeline falls back at once instead
+    of spending the budget on a backend known to be down. Calls, not requests, are counted: one
+    call fanned out into many requests (batches, one prompt per candidate) is one failure. Share
+    one instance between scorers that talk to the same backend. Thread-safe; `snapshot()` is for
+    metrics exporters.
     """
 
     CLOSED = "closed"
@@ -183,8 +187,29 @@ class CircuitBreaker:
             return self.HALF_OPEN
         return self._state
 
-    def before_request(self) -> None:
-        """Let a request through, or raise `CircuitOpenError` without contacting the backend."""
+    @contextlib.contextmanager
+    def guard(self, deadline: Deadline | None = None) -> Iterator[None]:
+        """Wraps one call (sync, or async around the `await`): refused while open, outcome recorded.
+
+        A call cancelled because its deadline passed (the pipeline's timeout) counts as failed;
+        one cancelled for another reason counts as nothing.
+        """
+        self.before_call()
+        try:
+            yield
+        except asyncio.CancelledError:
+            if deadline is not None and deadline.expired:
+                self.record_failure()
+            else:
+                self.release_trial()
+            raise
+        except Exception:
+            self.record_failure()
+            raise
+        self.record_success()
+
+    def before_call(self) -> None:
+        """Let a call through, or raise `CircuitOpenError` without contacting the backend."""
         with self._lock:
             state = self._current_state()
             if state == self.CLOSED:
@@ -217,91 +242,57 @@ class CircuitBreaker:
             self._trial_in_flight = False
 
     def release_trial(self) -> None:
-        """A request ended without a verdict (cancelled): free the half-open trial slot."""
+        """A call ended without a verdict (cancelled): free the half-open trial slot."""
         with self._lock:
             self._trial_in_flight = False
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {"state": self._current_state(), "consecutive_failures": self._consecutive_failures,
-                    "times_opened": self._times_opened, "rejected_requests": self._rejected}
+                    "times_opened": self._times_opened, "rejected_calls": self._rejected}
 
     def __repr__(self) -> str:
         return f"CircuitBreaker(failure_threshold={self.failure_threshold}, cooldown_s={self.cooldown_s:g})"
 
 
 class ResilientCaller:
-    """Sends one logical request with retries, circuit breaking and per-attempt timeouts.
+    """Sends one logical request with retries and per-attempt timeouts.
 
     `attempt(timeout_s)` performs one try; `timeout_s` is the smaller of `request_timeout_s` and
     what is left of the deadline (None when neither bounds it).
     """
 
-    def __init__(self, retry: RetryPolicy, circuit_breaker: CircuitBreaker | None,
-                 request_timeout_s: float | None) -> None:
+    def __init__(self, retry: RetryPolicy, request_timeout_s: float | None) -> None:
         if not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
-        if circuit_breaker is not None and not isinstance(circuit_breaker, CircuitBreaker):
-            raise TypeError(f"circuit_breaker must be a CircuitBreaker or None, got {type(circuit_breaker).__name__}")
         if request_timeout_s is not None:
             _check_number("request_timeout_s", request_timeout_s, minimum=0.0)
         self.retry = retry
-        self.circuit_breaker = circuit_breaker
         self.request_timeout_s = request_timeout_s
 
     def call(self, attempt: Callable[[float | None], T], deadline: Deadline | None) -> T:
         import tenacity
 
         retrying = tenacity.Retrying(sleep=time.sleep, **self._tenacity_settings(deadline))
-        return retrying(self._guarded, attempt, deadline)
+        return retrying(lambda: attempt(self._attempt_timeout(deadline)))
 
     async def acall(self, attempt: Callable[[float | None], Awaitable[T]], deadline: Deadline | None) -> T:
         import tenacity
 
         retrying = tenacity.AsyncRetrying(sleep=asyncio.sleep, **self._tenacity_settings(deadline))
-        return await retrying(self._aguarded, attempt, deadline)
 
-    def _guarded(self, attempt: Callable[[float | None], T], deadline: Deadline | None) -> T:
-        timeout_s = self._admit(deadline)
-        try:
-            result = attempt(timeout_s)
-        except Exception:
-            self._record(False)
-            raise
-        self._record(True)
-        return result
+        async def timed_attempt() -> T:
+            return await attempt(self._attempt_timeout(deadline))
 
-    async def _aguarded(self, attempt: Callable[[float | None], Awaitable[T]], deadline: Deadline | None) -> T:
-        timeout_s = self._admit(deadline)
-        try:
-            result = await attempt(timeout_s)
-        except asyncio.CancelledError:
-            # Cancelled by the pipeline's deadline: the backend was too slow, which is a failure.
-            if deadline is not None and deadline.expired:
-                self._record(False)
-            elif self.circuit_breaker is not None:
-                self.circuit_breaker.release_trial()
-            raise
-        except Exception:
-            self._record(False)
-            raise
-        self._record(True)
-        return result
+        return await retrying(timed_attempt)
 
-    def _admit(self, deadline: Deadline | None) -> float | None:
-        timeout_s = self.request_timeout_s
-        if deadline is not None:
-            remaining = deadline.remaining()
-            if remaining < _MIN_ATTEMPT_S:
-                raise BudgetExhausted("the call's time budget is spent")
-            timeout_s = remaining if timeout_s is None else min(timeout_s, remaining)
-        if self.circuit_breaker is not None:
-            self.circuit_breaker.before_request()
-        return timeout_s
-
-    def _record(self, success: bool) -> None:
-        if self.circuit_breaker is not None:
-            (self.circuit_breaker.record_success if success else self.circuit_breaker.record_failure)()
+    def _attempt_timeout(self, deadline: Deadline | None) -> float | None:
+        if deadline is None:
+            return self.request_timeout_s
+        remaining = deadline.remaining()
+        if remaining < _MIN_ATTEMPT_S:
+            raise BudgetExhausted("the call's time budget is spent")
+        return remaining if self.request_timeout_s is None else min(self.request_timeout_s, remaining)
 
     def _tenacity_settings(self, deadline: Deadline | None) -> dict[str, Any]:
         import tenacity

@@ -100,9 +100,11 @@ def test_unparseable_answer_is_retried_never_a_silent_score(llm: StandInServer, 
 
 def test_persistently_unparseable_candidate_fails_the_call_into_the_fallback(llm: StandInServer) -> None:
     llm.fail_next(CHAT, *[llm_says("I cannot help with that.")] * 3)
-    result = Reranker(pointwise(llm, max_concurrency=1), timeout_s=5.0).rerank(QUERY, PASSAGES)
+    scorer = pointwise(llm, max_concurrency=1)
+    result = Reranker(scorer, timeout_s=5.0).rerank(QUERY, PASSAGES)
     assert str(result.source) == "fallback:retriever order: error MalformedResponse"
     assert [item.original_rank for item in result] == [0, 1, 2, 3]
+    assert scorer.circuit_breaker.snapshot()["consecutive_failures"] == 1  # one failed call, however many prompts
 
 
 @pytest.mark.parametrize("fault", [status(429, retry_after=0.1), status(500), status(503), drop(),

@@ -38,7 +38,7 @@ class Flaky:
 
 def test_transient_failures_are_retried_until_success() -> None:
     flaky = Flaky(ConnectionError("reset"), BackendHTTPError("busy", status_code=503), TimeoutError("slow"))
-    caller = ResilientCaller(FAST, None, request_timeout_s=5.0)
+    caller = ResilientCaller(FAST, request_timeout_s=5.0)
     assert caller.call(flaky, Deadline.after(2.0)) == "ok"
     assert len(flaky.timeouts) == 4
     assert all(t is not None and t <= 2.0 for t in flaky.timeouts)  # budget caps the per-request timeout
@@ -47,7 +47,7 @@ def test_transient_failures_are_retried_until_success() -> None:
 def test_permanent_failures_are_not_retried() -> None:
     flaky = Flaky(BackendHTTPError("bad request", status_code=400))
     with pytest.raises(BackendHTTPError):
-        ResilientCaller(FAST, None, None).call(flaky, None)
+        ResilientCaller(FAST, None).call(flaky, None)
     assert len(flaky.timeouts) == 1
 
 
@@ -63,7 +63,7 @@ def test_what_counts_as_transient(failure: Exception, transient: bool) -> None:
 def test_retry_after_is_honoured() -> None:
     flaky = Flaky(BackendHTTPError("slow down", status_code=429, retry_after_s=0.3))
     started = time.monotonic()
-    assert ResilientCaller(FAST, None, None).call(flaky, Deadline.after(2.0)) == "ok"
+    assert ResilientCaller(FAST, None).call(flaky, Deadline.after(2.0)) == "ok"
     assert time.monotonic() - started >= 0.3
 
 
@@ -71,7 +71,7 @@ def test_retry_after_beyond_the_budget_gives_up_at_once() -> None:
     flaky = Flaky(BackendHTTPError("slow down", status_code=429, retry_after_s=5.0))
     started = time.monotonic()
     with pytest.raises(BackendHTTPError):
-        ResilientCaller(FAST, None, None).call(flaky, Deadline.after(1.0))
+        ResilientCaller(FAST, None).call(flaky, Deadline.after(1.0))
     assert time.monotonic() - started < 0.2
     assert len(flaky.timeouts) == 1
 
@@ -81,7 +81,7 @@ def test_backoff_never_outlives_the_deadline() -> None:
     always_down = Flaky(*[ConnectionError("down")] * 100)
     started = time.monotonic()
     with pytest.raises(ConnectionError):
-        ResilientCaller(policy, None, None).call(always_down, Deadline.after(0.4))
+        ResilientCaller(policy, None).call(always_down, Deadline.after(0.4))
     assert time.monotonic() - started < 0.45
     assert len(always_down.timeouts) > 2
 
@@ -89,7 +89,7 @@ def test_backoff_never_outlives_the_deadline() -> None:
 def test_a_spent_budget_sends_nothing() -> None:
     flaky = Flaky()
     with pytest.raises(BudgetExhausted):
-        ResilientCaller(FAST, None, None).call(flaky, Deadline.after(0.0))
+        ResilientCaller(FAST, None).call(flaky, Deadline.after(0.0))
     assert flaky.timeouts == []
 
 
@@ -102,33 +102,47 @@ async def test_async_retries_share_the_same_rules() -> None:
             raise failures.pop(0)
         return "ok"
 
-    assert await ResilientCaller(FAST, None, 1.0).acall(attempt, Deadline.after(2.0)) == "ok"
+    assert await ResilientCaller(FAST, 1.0).acall(attempt, Deadline.after(2.0)) == "ok"
 
 
 def test_circuit_opens_rejects_fast_then_lets_one_trial_through() -> None:
     breaker = CircuitBreaker(failure_threshold=2, cooldown_s=0.2)
-    caller = ResilientCaller(RetryPolicy(max_attempts=1), breaker, None)
     for _ in range(2):
-        with pytest.raises(ConnectionError):
-            caller.call(Flaky(ConnectionError("down")), None)
+        with pytest.raises(ConnectionError), breaker.guard():
+            raise ConnectionError("down")
     assert breaker.state == "open"
-    never_called = Flaky()
-    with pytest.raises(CircuitOpenError):
-        caller.call(never_called, None)
-    assert never_called.timeouts == []
+    with pytest.raises(CircuitOpenError), breaker.guard():
+        pytest.fail("an open circuit must not let the call run")
 
     time.sleep(0.25)
     assert breaker.state == "half_open"
-    breaker.before_request()  # the trial slot is taken: a second caller is turned away
+    breaker.before_call()  # the trial slot is taken: a second caller is turned away
     with pytest.raises(CircuitOpenError):
-        breaker.before_request()
+        breaker.before_call()
     breaker.record_failure()  # the trial failed: open again for a full cooldown
     assert breaker.state == "open"
 
     time.sleep(0.25)
-    assert caller.call(Flaky(), None) == "ok"
+    with breaker.guard():
+        pass
     assert breaker.snapshot() == {"state": "closed", "consecutive_failures": 0, "times_opened": 2,
-                                  "rejected_requests": 2}
+                                  "rejected_calls": 2}
+
+
+async def test_cancellation_counts_only_when_the_deadline_passed() -> None:
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_s=60)
+
+    async def hang(deadline: Deadline | None) -> None:
+        with breaker.guard(deadline):
+            await asyncio.sleep(10)
+
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(hang(None), timeout=0.05)  # cancelled, no deadline of its own: no verdict
+    assert breaker.state == "closed"
+    deadline = Deadline.after(0.05)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(hang(deadline), timeout=0.1)
+    assert breaker.state == "open"
 
 
 def test_parse_retry_after_forms() -> None:
@@ -150,7 +164,9 @@ def test_bad_settings_fail_at_construction() -> None:
     with pytest.raises(ValueError, match="cooldown_s"):
         CircuitBreaker(cooldown_s=0)
     with pytest.raises(TypeError, match="retry"):
-        ResilientCaller(3, None, None)  # type: ignore[arg-type]
+        ResilientCaller(3, None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="request_timeout_s"):
+        ResilientCaller(FAST, 0)
 
 
 def test_api_keys_never_print(monkeypatch: pytest.MonkeyPatch) -> None:

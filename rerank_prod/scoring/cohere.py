@@ -83,9 +83,7 @@ class CohereScorer(RemoteScorer):
         return (f"cohere:{self.model}@{self.base_url or 'api.cohere.com'}"
                 f"|top_n={self.top_n}|max_tokens_per_doc={self.max_tokens_per_doc}")
 
-    def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
-        if not texts:
-            return []
+    def _score(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
 
         def attempt(timeout_s: float | None) -> list[float]:
             with garbled_answers_as_malformed():
@@ -94,9 +92,7 @@ class CohereScorer(RemoteScorer):
 
         return self._caller.call(attempt, deadline)
 
-    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
-        if not texts:
-            return []
+    async def _ascore(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
 
         async def attempt(timeout_s: float | None) -> list[float]:
             with garbled_answers_as_malformed():

@@ -153,15 +153,11 @@ class OpenAIEmbeddingScorer(RemoteScorer):
     def identity(self) -> str:
         return f"openai-embedding:{self.model}@{self.base_url or 'api.openai.com'}|dimensions={self.dimensions}"
 
-    def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
-        if not texts:
-            return []
+    def _score(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
         tasks = [functools.partial(self._embed, batch, deadline) for batch in self._batches(query, texts)]
         return self._cosines(run_bounded(tasks, self._executor))
 
-    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
-        if not texts:
-            return []
+    async def _ascore(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
         tasks = [functools.partial(self._aembed, batch, deadline) for batch in self._batches(query, texts)]
         return self._cosines(await arun_bounded(tasks, self.max_concurrency))
 

@@ -99,7 +99,7 @@ class _HTTPRerankScorer(RemoteScorer):
     def name(self) -> str:
         return self.model or self.base_url
 
-    def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+    def _score(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
         while True:
             batches = _batches(texts, self._batch_limit)
             tasks = [functools.partial(self._score_batch, query, batch, deadline) for batch in batches]
@@ -108,7 +108,7 @@ class _HTTPRerankScorer(RemoteScorer):
             except BatchTooLarge as rejected:
                 self._lower_batch_limit(rejected)
 
-    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+    async def _ascore(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
         while True:
             batches = _batches(texts, self._batch_limit)
             tasks = [functools.partial(self._ascore_batch, query, batch, deadline) for batch in batches]

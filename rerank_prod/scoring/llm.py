@@ -213,11 +213,11 @@ class LLMPointwiseScorer(_ChatScorer):
     def identity(self) -> str:
         return f"llm-pointwise:{self._settings_identity()}|prompt={hash_text(POINTWISE_INSTRUCTIONS)}"
 
-    def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+    def _score(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
         tasks = [functools.partial(self._score_one, query, text, deadline) for text in texts]
         return run_bounded(tasks, self._executor)
 
-    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+    async def _ascore(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
         tasks = [functools.partial(self._ascore_one, query, text, deadline) for text in texts]
         return await arun_bounded(tasks, self.max_concurrency)
 
@@ -289,7 +289,7 @@ class LLMListwiseScorer(_ChatScorer):
         return (f"llm-listwise:{self._settings_identity()}|window={self.window_size}|step={self.step}"
                 f"|prompt={hash_text(LISTWISE_INSTRUCTIONS)}")
 
-    def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+    def _score(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
         order = list(range(len(texts)))
         for start, end in sliding_windows(len(texts), self.window_size, self.step):
             payload = self._window_payload(query, texts, order[start:end])
@@ -300,7 +300,7 @@ class LLMListwiseScorer(_ChatScorer):
             order[start:end] = [order[start + position] for position in permutation]
         return self._scores_from_order(order)
 
-    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+    async def _ascore(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
         order = list(range(len(texts)))
         for start, end in sliding_windows(len(texts), self.window_size, self.step):
             payload = self._window_payload(query, texts, order[start:end])

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from rerank_prod.resilience import CircuitBreaker, MalformedResponse, ResilientCaller, RetryPolicy
+from rerank_prod.scoring.base import Deadline
 from rerank_prod.types import as_finite_float
 
 T = TypeVar("T")
@@ -119,10 +120,12 @@ def scores_by_index(pairs: Iterable[tuple[object, object]], count: int, who: str
 
 
 class RemoteScorer:
-    """Base for scorers that call a service: owns the retry policy, breaker and request timeout.
+    """Base for scorers that call a service: owns the retry policy, request timeout and circuit breaker.
 
-    `independent_scores` says whether a text's score is independent of the other texts in the call;
-    the pipeline only caches per-pair scores for scorers where it is.
+    `score`/`ascore` run each call under the breaker; subclasses implement `_score`/`_ascore` for a
+    non-empty list of texts, sending every request through `self._caller`. `independent_scores`
+    says whether a text's score is independent of the other texts in the call; the pipeline only
+    caches per-pair scores for scorers where it is.
     """
 
     independent_scores = True
@@ -131,21 +134,36 @@ class RemoteScorer:
                  circuit_breaker: CircuitBreaker | None) -> None:
         """`retry=None` means the default `RetryPolicy()`; `circuit_breaker=None` a fresh default
         `CircuitBreaker()` for this scorer (pass one instance to several scorers to share it)."""
-        self._caller = ResilientCaller(RetryPolicy() if retry is None else retry,
-                                       CircuitBreaker() if circuit_breaker is None else circuit_breaker,
-                                       request_timeout_s)
+        if circuit_breaker is not None and not isinstance(circuit_breaker, CircuitBreaker):
+            raise TypeError(f"circuit_breaker must be a CircuitBreaker or None, got {type(circuit_breaker).__name__}")
+        self._caller = ResilientCaller(RetryPolicy() if retry is None else retry, request_timeout_s)
+        self.circuit_breaker = CircuitBreaker() if circuit_breaker is None else circuit_breaker
 
     @property
     def retry(self) -> RetryPolicy:
         return self._caller.retry
 
     @property
-    def circuit_breaker(self) -> CircuitBreaker | None:
-        return self._caller.circuit_breaker
-
-    @property
     def request_timeout_s(self) -> float | None:
         return self._caller.request_timeout_s
+
+    def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+        if not texts:
+            return []
+        with self.circuit_breaker.guard(deadline):
+            return self._score(query, texts, deadline)
+
+    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+        if not texts:
+            return []
+        with self.circuit_breaker.guard(deadline):
+            return await self._ascore(query, texts, deadline)
+
+    def _score(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
+        raise NotImplementedError
+
+    async def _ascore(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
+        raise NotImplementedError
 
 
 def run_bounded(tasks: Sequence[Callable[[], T]], executor: concurrent.futures.ThreadPoolExecutor) -> list[T]:
