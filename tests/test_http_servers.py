@@ -78,8 +78,12 @@ def test_tei_learns_a_lower_server_cap_from_its_422(tei: StandInServer) -> None:
 
 @pytest.mark.parametrize("fault", [status(429, retry_after=0.2), status(503), status(500), drop(),
                                    raw(b'[{"index": 0, "score": 0.9'), raw(b"<html>502 Bad Gateway</html>"),
-                                   raw(b'[{"index": 99, "score": 0.5}]')],
-                         ids=["429-retry-after", "503", "500", "dropped", "truncated-json", "html", "bad-index"])
+                                   raw(b'[{"index": 99, "score": 0.5}]'),
+                                   raw(b'[{"index": 0, "score": 0.5}, {"index": 0, "score": 0.4},'
+                                       b' {"index": 2, "score": 0.3}, {"index": 3, "score": 0.2}]'),
+                                   raw(b'{"error": "model overloaded"}')],
+                         ids=["429-retry-after", "503", "500", "dropped", "truncated-json", "html", "bad-index",
+                              "duplicate-index", "object-not-array"])
 def test_each_fault_ends_in_a_correct_result_after_retry(tei: StandInServer, fault: object) -> None:
     tei.fail_next("/rerank", fault)  # type: ignore[arg-type]
     started = time.monotonic()

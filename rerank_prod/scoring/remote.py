@@ -8,6 +8,7 @@ import contextlib
 import os
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
+from urllib.parse import urlsplit
 
 from rerank_prod.resilience import CircuitBreaker, MalformedResponse, ResilientCaller, RetryPolicy
 from rerank_prod.scoring.base import Deadline
@@ -86,6 +87,17 @@ def check_text(name: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{name} must be a non-empty string, got {value!r}")
     return value
+
+
+def check_base_url(base_url: object) -> str:
+    """An http(s) URL without credentials in it (those belong in `api_key`, which never leaks)."""
+    url = check_text("base_url", base_url).rstrip("/")
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        raise ValueError("base_url must not contain credentials; pass the key as api_key")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be an http(s) URL, got {url!r}")
+    return url
 
 
 def require_extra(module: str, scorer: str, extra: str) -> None:
@@ -193,17 +205,3 @@ async def arun_bounded(tasks: Sequence[Callable[[], Awaitable[T]]], limit: int) 
         for future in running:
             future.cancel()
         await asyncio.gather(*running, return_exceptions=True)
-
-
-
-def check_base_url(base_url: object) -> str:
-    """An http(s) URL without credentials in it (those belong in `api_key`, which never leaks)."""
-    from urllib.parse import urlsplit
-
-    url = check_text("base_url", base_url).rstrip("/")
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        raise ValueError("base_url must not contain credentials; pass the key as api_key")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url must be an http(s) URL, got {url!r}")
-    return url
