@@ -300,15 +300,19 @@ class ResilientCaller:
         policy = self.retry
         backoff = tenacity.wait_random_exponential(multiplier=policy.backoff_initial_s, max=policy.backoff_max_s)
 
-        def wait(state: tenacity.RetryCallState) -> float:
+        def server_wait(state: tenacity.RetryCallState) -> float | None:
             failure = state.outcome.exception() if state.outcome is not None else None
-            retry_after = retry_after_of(failure) if failure is not None else None
-            return retry_after if retry_after is not None else backoff(state)
+            return retry_after_of(failure) if failure is not None else None
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            requested = server_wait(state)
+            return requested if requested is not None else backoff(state)
 
         def stop(state: tenacity.RetryCallState) -> bool:
             if state.attempt_number >= policy.max_attempts:
                 return True
-            if state.upcoming_sleep > policy.max_retry_after_s:
+            requested = server_wait(state)
+            if requested is not None and requested > policy.max_retry_after_s:
                 return True
             return deadline is not None and state.upcoming_sleep + _MIN_ATTEMPT_S >= deadline.remaining()
 

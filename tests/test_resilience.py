@@ -191,3 +191,12 @@ def test_remote_clients_are_imported_only_when_a_scorer_is_built() -> None:
             " if m in sys.modules])")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "[]"
+
+
+def test_a_retry_after_above_the_policy_cap_is_not_waited_for() -> None:
+    flaky = Flaky(BackendHTTPError("slow down", status_code=429, retry_after_s=0.5))
+    capped = RetryPolicy(max_attempts=3, max_retry_after_s=0.2)
+    started = time.monotonic()
+    with pytest.raises(BackendHTTPError):
+        ResilientCaller(capped, None).call(flaky, None)  # no deadline: the cap alone says stop
+    assert time.monotonic() - started < 0.2 and len(flaky.timeouts) == 1
