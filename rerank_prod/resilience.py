@@ -144,8 +144,6 @@ class RetryPolicy:
         _check_number("max_retry_after_s", self.max_retry_after_s, minimum=0.0, allow_zero=True)
 
 
-NO_RETRY = RetryPolicy(max_attempts=1)
-
 
 class CircuitBreaker:
     """Per-backend circuit over whole scorer calls: closed -> open after `failure_threshold`

@@ -72,8 +72,6 @@ class SentenceTransformerEmbeddingScorer:
     (e5: "query: " / "passage: ").
     """
 
-    independent_scores = True
-
     def __init__(
         self,
         model_name_or_path: str = DEFAULT_EMBEDDING_MODEL,
