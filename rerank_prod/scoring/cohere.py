@@ -84,7 +84,6 @@ class CohereScorer(RemoteScorer):
                 f"|top_n={self.top_n}|max_tokens_per_doc={self.max_tokens_per_doc}")
 
     def _score(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
-
         def attempt(timeout_s: float | None) -> list[float]:
             with garbled_answers_as_malformed():
                 response = self._client.v2.rerank(**self._request(query, texts, timeout_s))
@@ -93,7 +92,6 @@ class CohereScorer(RemoteScorer):
         return self._caller.call(attempt, deadline)
 
     async def _ascore(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
-
         async def attempt(timeout_s: float | None) -> list[float]:
             with garbled_answers_as_malformed():
                 response = await self._aclient.v2.rerank(**self._request(query, texts, timeout_s))

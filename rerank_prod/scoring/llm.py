@@ -222,17 +222,16 @@ class LLMPointwiseScorer(_ChatScorer):
         return await arun_bounded(tasks, self.max_concurrency)
 
     def _score_one(self, query: str, text: str, deadline: Deadline | None) -> float:
-        payload = {"query": query, "passage": text}
-        return self._caller.call(
-            lambda timeout_s: parse_relevance(self._complete(POINTWISE_INSTRUCTIONS, payload, timeout_s)), deadline)
+        return self._caller.call(functools.partial(self._judge, {"query": query, "passage": text}), deadline)
 
     async def _ascore_one(self, query: str, text: str, deadline: Deadline | None) -> float:
-        payload = {"query": query, "passage": text}
+        return await self._caller.acall(functools.partial(self._ajudge, {"query": query, "passage": text}), deadline)
 
-        async def attempt(timeout_s: float | None) -> float:
-            return parse_relevance(await self._acomplete(POINTWISE_INSTRUCTIONS, payload, timeout_s))
+    def _judge(self, payload: dict[str, Any], timeout_s: float | None) -> float:
+        return parse_relevance(self._complete(POINTWISE_INSTRUCTIONS, payload, timeout_s))
 
-        return await self._caller.acall(attempt, deadline)
+    async def _ajudge(self, payload: dict[str, Any], timeout_s: float | None) -> float:
+        return parse_relevance(await self._acomplete(POINTWISE_INSTRUCTIONS, payload, timeout_s))
 
 
 def sliding_windows(count: int, window_size: int, step: int) -> list[tuple[int, int]]:
@@ -293,10 +292,7 @@ class LLMListwiseScorer(_ChatScorer):
         order = list(range(len(texts)))
         for start, end in sliding_windows(len(texts), self.window_size, self.step):
             payload = self._window_payload(query, texts, order[start:end])
-            permutation = self._caller.call(
-                lambda timeout_s, payload=payload: parse_ranking(
-                    self._complete(LISTWISE_INSTRUCTIONS, payload, timeout_s), len(payload["passages"])),
-                deadline)
+            permutation = self._caller.call(functools.partial(self._rank_window, payload), deadline)
             order[start:end] = [order[start + position] for position in permutation]
         return self._scores_from_order(order)
 
@@ -304,14 +300,16 @@ class LLMListwiseScorer(_ChatScorer):
         order = list(range(len(texts)))
         for start, end in sliding_windows(len(texts), self.window_size, self.step):
             payload = self._window_payload(query, texts, order[start:end])
-
-            async def attempt(timeout_s: float | None, payload: dict[str, Any] = payload) -> list[int]:
-                content = await self._acomplete(LISTWISE_INSTRUCTIONS, payload, timeout_s)
-                return parse_ranking(content, len(payload["passages"]))
-
-            permutation = await self._caller.acall(attempt, deadline)
+            permutation = await self._caller.acall(functools.partial(self._arank_window, payload), deadline)
             order[start:end] = [order[start + position] for position in permutation]
         return self._scores_from_order(order)
+
+    def _rank_window(self, payload: dict[str, Any], timeout_s: float | None) -> list[int]:
+        return parse_ranking(self._complete(LISTWISE_INSTRUCTIONS, payload, timeout_s), len(payload["passages"]))
+
+    async def _arank_window(self, payload: dict[str, Any], timeout_s: float | None) -> list[int]:
+        content = await self._acomplete(LISTWISE_INSTRUCTIONS, payload, timeout_s)
+        return parse_ranking(content, len(payload["passages"]))
 
     @staticmethod
     def _window_payload(query: str, texts: Sequence[str], window: Sequence[int]) -> dict[str, Any]:
