@@ -190,6 +190,7 @@ def test_key_stays_out_of_repr_identity_logs_and_errors(tei: StandInServer, capl
 @pytest.mark.parametrize(("options", "error"), [
     ({"max_batch_size": 0}, ValueError), ({"max_concurrency": -1}, ValueError), ({"truncate": "yes"}, TypeError),
     ({"request_timeout_s": 0}, ValueError), ({"retry": 3}, TypeError), ({"api_key": 42}, TypeError),
+    ({"circuit_breaker": "on"}, TypeError), ({"max_batch": 8}, TypeError),
 ])
 def test_bad_configuration_fails_at_construction(options: dict[str, object], error: type[Exception]) -> None:
     with pytest.raises(error):

@@ -12,7 +12,7 @@ import concurrent.futures
 import functools
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from rerank_prod.resilience import BackendHTTPError, CircuitBreaker, MalformedResponse, RetryPolicy, parse_retry_after
 from rerank_prod.scoring.base import Deadline
@@ -30,6 +30,7 @@ from rerank_prod.scoring.remote import (
 
 if TYPE_CHECKING:
     import httpx
+    from typing_extensions import Unpack
 
 TEI_MAX_CLIENT_BATCH_SIZE = 32
 # TEI's 422 when a request holds more texts than its --max-client-batch-size.
@@ -48,6 +49,24 @@ def _batches(texts: Sequence[str], size: int) -> list[Sequence[str]]:
     return [texts[start:start + size] for start in range(0, len(texts), size)]
 
 
+class ServerOptions(TypedDict, total=False):
+    """Settings every rerank-server scorer takes.
+
+    - `model`: the served model's name; names the scorer (cache keys, events) and is sent to
+      servers that host several. `api_key`: sent as a bearer token (str or `SecretStr`).
+    - `max_concurrency` (default 4): batches in flight at once, and pooled connections kept alive.
+    - `request_timeout_s` (default 10): per request, capped by what is left of the call's budget.
+    - `retry` (default `RetryPolicy()`), `circuit_breaker` (default: a fresh `CircuitBreaker()`).
+    """
+
+    model: str | None
+    api_key: Any
+    max_concurrency: int
+    request_timeout_s: float | None
+    retry: RetryPolicy | None
+    circuit_breaker: CircuitBreaker | None
+
+
 class _HTTPRerankScorer(RemoteScorer):
     """One rerank server behind `base_url`; subclasses say what its `/rerank` speaks."""
 
@@ -57,13 +76,13 @@ class _HTTPRerankScorer(RemoteScorer):
         self,
         base_url: str,
         *,
-        model: str | None,
-        api_key: Any,
         max_batch_size: int,
-        max_concurrency: int,
-        request_timeout_s: float | None,
-        retry: RetryPolicy | None,
-        circuit_breaker: CircuitBreaker | None,
+        model: str | None = None,
+        api_key: Any = None,
+        max_concurrency: int = 4,
+        request_timeout_s: float | None = 10.0,
+        retry: RetryPolicy | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
     ) -> None:
         require_extra("httpx", type(self).__name__, "http")
         require_extra("tenacity", type(self).__name__, "http")
@@ -165,7 +184,7 @@ class _HTTPRerankScorer(RemoteScorer):
                                 retry_after_s=parse_retry_after(response.headers))
 
     def close(self) -> None:
-        """Close pooled connections (the async client's too, if no loop is running it)."""
+        """Close the sync client's pooled connections and the batch threads; `aclose()` closes both clients."""
         self._client.close()
         self._executor.shutdown(wait=False)
 
@@ -182,31 +201,18 @@ class TEIScorer(_HTTPRerankScorer):
 
     TEI refuses requests with more than `--max-client-batch-size` texts (32 by default) with a 422;
     larger candidate sets are split into `max_batch_size` batches, and a lower cap reported by the
-    server is learned. `raw_scores=True` asks for logits instead of sigmoid scores.
+    server is learned. `raw_scores=True` asks for logits instead of sigmoid scores. Other options:
+    see `ServerOptions`.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        model: str | None = None,
-        api_key: Any = None,
-        truncate: bool = True,
-        raw_scores: bool = False,
-        max_batch_size: int = TEI_MAX_CLIENT_BATCH_SIZE,
-        max_concurrency: int = 4,
-        request_timeout_s: float | None = 10.0,
-        retry: RetryPolicy | None = None,
-        circuit_breaker: CircuitBreaker | None = None,
-    ) -> None:
+    def __init__(self, base_url: str, *, truncate: bool = True, raw_scores: bool = False,
+                 max_batch_size: int = TEI_MAX_CLIENT_BATCH_SIZE, **options: Unpack[ServerOptions]) -> None:
         for flag_name, flag in (("truncate", truncate), ("raw_scores", raw_scores)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{flag_name} must be a bool, got {flag!r}")
         self.truncate = truncate
         self.raw_scores = raw_scores
-        super().__init__(base_url, model=model, api_key=api_key, max_batch_size=max_batch_size,
-                         max_concurrency=max_concurrency, request_timeout_s=request_timeout_s, retry=retry,
-                         circuit_breaker=circuit_breaker)
+        super().__init__(base_url, max_batch_size=max_batch_size, **options)
 
     @property
     def identity(self) -> str:
@@ -225,28 +231,15 @@ class RerankServerScorer(_HTTPRerankScorer):
     (`documents` in, `results[{index, relevance_score}]` out).
 
     `endpoint`: "/rerank" (Infinity, vLLM) or e.g. "/v1/rerank". `model` is sent when given
-    (servers hosting several models need it).
+    (servers hosting several models need it). Other options: see `ServerOptions`.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        model: str | None = None,
-        endpoint: str = "/rerank",
-        api_key: Any = None,
-        max_batch_size: int = 64,
-        max_concurrency: int = 4,
-        request_timeout_s: float | None = 10.0,
-        retry: RetryPolicy | None = None,
-        circuit_breaker: CircuitBreaker | None = None,
-    ) -> None:
+    def __init__(self, base_url: str, *, endpoint: str = "/rerank", max_batch_size: int = 64,
+                 **options: Unpack[ServerOptions]) -> None:
         if not isinstance(endpoint, str) or not endpoint.startswith("/"):
             raise ValueError(f"endpoint must be a path starting with '/', got {endpoint!r}")
         self._endpoint = endpoint
-        super().__init__(base_url, model=model, api_key=api_key, max_batch_size=max_batch_size,
-                         max_concurrency=max_concurrency, request_timeout_s=request_timeout_s, retry=retry,
-                         circuit_breaker=circuit_breaker)
+        super().__init__(base_url, max_batch_size=max_batch_size, **options)
 
     @property
     def identity(self) -> str:

@@ -19,7 +19,7 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from rerank_prod.resilience import CircuitBreaker, MalformedResponse, RetryPolicy
 from rerank_prod.scoring.base import Deadline
@@ -33,6 +33,9 @@ from rerank_prod.scoring.remote import (
     run_bounded,
 )
 from rerank_prod.types import as_finite_float
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 logger = logging.getLogger("rerank_prod")
 
@@ -111,6 +114,24 @@ def parse_ranking(content: object, count: int) -> list[int]:
     return order + [position for position in range(count) if position not in placed]
 
 
+class ChatOptions(TypedDict, total=False):
+    """Settings both LLM scorers take.
+
+    - `api_key`: str or `SecretStr`; default `OPENAI_API_KEY`. Optional with a `base_url` (local
+      servers without auth). `base_url`: any OpenAI-compatible endpoint, e.g. "http://vllm:8000/v1".
+    - `temperature` (default 0: repeatable judgements); `json_mode` (default True: send
+      `response_format={"type": "json_object"}`; turn it off for servers that reject it).
+    - `retry` (default `RetryPolicy()`), `circuit_breaker` (default: a fresh `CircuitBreaker()`).
+    """
+
+    api_key: Any
+    base_url: str | None
+    temperature: float
+    json_mode: bool
+    retry: RetryPolicy | None
+    circuit_breaker: CircuitBreaker | None
+
+
 class _ChatScorer(RemoteScorer):
     """Chat-completions plumbing shared by the pointwise and listwise scorers."""
 
@@ -118,14 +139,14 @@ class _ChatScorer(RemoteScorer):
         self,
         model: str,
         *,
-        api_key: Any,
-        base_url: str | None,
-        temperature: float,
         max_tokens: int,
-        json_mode: bool,
         request_timeout_s: float | None,
-        retry: RetryPolicy | None,
-        circuit_breaker: CircuitBreaker | None,
+        api_key: Any = None,
+        base_url: str | None = None,
+        temperature: float = 0.0,
+        json_mode: bool = True,
+        retry: RetryPolicy | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
     ) -> None:
         super().__init__(request_timeout_s=request_timeout_s, retry=retry, circuit_breaker=circuit_breaker)
         self.model = check_text("model", model)
@@ -182,30 +203,16 @@ class _ChatScorer(RemoteScorer):
 
 
 class LLMPointwiseScorer(_ChatScorer):
-    """One prompt per candidate; score = the model's 0-10 relevance / 10.
+    """One prompt per candidate; score = the model's 0-10 relevance / 10. Options: see `ChatOptions`.
 
     Candidates are scored concurrently, at most `max_concurrency` at a time. Each candidate's
     request is retried on its own; if one still fails, the call fails (and the pipeline falls
     back) rather than ranking that candidate with an invented score.
     """
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        api_key: Any = None,
-        base_url: str | None = None,
-        max_concurrency: int = 8,
-        temperature: float = 0.0,
-        max_tokens: int = 20,
-        json_mode: bool = True,
-        request_timeout_s: float | None = 30.0,
-        retry: RetryPolicy | None = None,
-        circuit_breaker: CircuitBreaker | None = None,
-    ) -> None:
-        super().__init__(model, api_key=api_key, base_url=base_url, temperature=temperature, max_tokens=max_tokens,
-                         json_mode=json_mode, request_timeout_s=request_timeout_s, retry=retry,
-                         circuit_breaker=circuit_breaker)
+    def __init__(self, model: str, *, max_concurrency: int = 8, max_tokens: int = 20,
+                 request_timeout_s: float | None = 30.0, **options: Unpack[ChatOptions]) -> None:
+        super().__init__(model, max_tokens=max_tokens, request_timeout_s=request_timeout_s, **options)
         self.max_concurrency = check_positive_int("max_concurrency", max_concurrency)
         self._executor = concurrent.futures.ThreadPoolExecutor(self.max_concurrency, "rerank-prod-llm")
 
@@ -251,6 +258,7 @@ def sliding_windows(count: int, window_size: int, step: int) -> list[tuple[int, 
 class LLMListwiseScorer(_ChatScorer):
     """One prompt ranks up to `window_size` candidates; windows of that size slide by `step` from
     the bottom up (RankGPT-style). The final rank r of n candidates becomes the score (n - r) / n.
+    Options: see `ChatOptions`.
 
     Scores depend on the whole candidate list, so the pipeline does not cache them per pair
     (the result cache still applies).
@@ -258,24 +266,9 @@ class LLMListwiseScorer(_ChatScorer):
 
     independent_scores = False
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        api_key: Any = None,
-        base_url: str | None = None,
-        window_size: int = 20,
-        step: int = 10,
-        temperature: float = 0.0,
-        max_tokens: int = 400,
-        json_mode: bool = True,
-        request_timeout_s: float | None = 60.0,
-        retry: RetryPolicy | None = None,
-        circuit_breaker: CircuitBreaker | None = None,
-    ) -> None:
-        super().__init__(model, api_key=api_key, base_url=base_url, temperature=temperature, max_tokens=max_tokens,
-                         json_mode=json_mode, request_timeout_s=request_timeout_s, retry=retry,
-                         circuit_breaker=circuit_breaker)
+    def __init__(self, model: str, *, window_size: int = 20, step: int = 10, max_tokens: int = 400,
+                 request_timeout_s: float | None = 60.0, **options: Unpack[ChatOptions]) -> None:
+        super().__init__(model, max_tokens=max_tokens, request_timeout_s=request_timeout_s, **options)
         self.window_size = check_positive_int("window_size", window_size)
         self.step = check_positive_int("step", step)
         if self.window_size < 2:
