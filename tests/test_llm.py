@@ -77,13 +77,13 @@ def test_pointwise_scores_each_candidate_and_sorts_by_score(llm: StandInServer) 
 
 
 async def test_pointwise_async_bounds_concurrency(llm: StandInServer) -> None:
-    llm.fail_next(CHAT, *[slow(0.2)] * 6)
+    llm.fail_next(CHAT, *[slow(0.4)] * 6)
     scorer = pointwise(llm, max_concurrency=3)
     started = time.monotonic()
     result = await Reranker(scorer, timeout_s=5.0).arerank(QUERY, [*PASSAGES, "saliva", "starch"])
     elapsed = time.monotonic() - started
     assert result.source.kind is SourceKind.MODEL
-    assert 0.4 <= elapsed < 1.0  # 6 slow answers, 3 at a time: two rounds, not one, not six
+    assert 0.8 <= elapsed < 2.0  # 6 answers of 0.4s, 3 at a time: two rounds (0.8s), not one, not six (2.4s)
 
 
 @pytest.mark.parametrize("answer", [
@@ -121,7 +121,7 @@ async def test_slow_llm_falls_back_within_the_budget(llm: StandInServer) -> None
     llm.fail_next(CHAT, *[slow(1.5)] * 4)
     started = time.monotonic()
     result = await Reranker(pointwise(llm), timeout_s=0.4).arerank(QUERY, PASSAGES)
-    assert time.monotonic() - started < 0.7
+    assert time.monotonic() - started < 1.2  # budget 0.4s plus slack for a loaded machine; the answer took 1.5s
     assert str(result.source) == "fallback:retriever order: timeout after 0.4s"
 
 
