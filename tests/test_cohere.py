@@ -6,11 +6,12 @@ import logging
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from cohere.errors import UnauthorizedError
 from pydantic import SecretStr
 
-from rerank_prod import CohereScorer, Reranker, RetryPolicy, ScoreCache, SourceKind
+from rerank_prod import BudgetExhausted, CohereScorer, Deadline, Reranker, RetryPolicy, ScoreCache, SourceKind
 from rerank_prod.cache import InMemoryCache, ResultCache
 from tests.standin_servers import FAST_RETRY, StandInServer, best_first, drop, raw, running, slow, status
 
@@ -129,3 +130,12 @@ def test_the_key_never_leaks(cohere_server: StandInServer, caplog: pytest.LogCap
                  reranker.cache_identity, repr(reranker)):
         assert wrong not in text
     assert "UnauthorizedError" in caplog.text
+
+
+def test_each_request_is_bounded_by_what_is_left_of_the_budget(cohere_server: StandInServer) -> None:
+    """Called directly (no pipeline thread to abandon it), the SDK request itself must time out."""
+    cohere_server.fail_next("/v2/rerank", slow(1.5), slow(1.5), slow(1.5))
+    started = time.monotonic()
+    with pytest.raises((httpx.TimeoutException, BudgetExhausted)):
+        scorer_for(cohere_server, request_timeout_s=30.0).score(QUERY, DOCUMENTS, deadline=Deadline.after(0.4))
+    assert time.monotonic() - started < 1.2  # the 0.4s budget, not the 30s request timeout or the 1.5s answer

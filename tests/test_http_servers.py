@@ -6,9 +6,20 @@ import logging
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
-from rerank_prod import CircuitBreaker, Reranker, RerankServerScorer, RetryPolicy, ScoreCache, SourceKind, TEIScorer
+from rerank_prod import (
+    BudgetExhausted,
+    CircuitBreaker,
+    Deadline,
+    Reranker,
+    RerankServerScorer,
+    RetryPolicy,
+    ScoreCache,
+    SourceKind,
+    TEIScorer,
+)
 from rerank_prod.cache import InMemoryCache
 from tests.standin_servers import FAST_RETRY, StandInServer, best_first, drop, overlap, raw, running, slow, status
 
@@ -203,3 +214,11 @@ def test_base_url_must_not_carry_credentials() -> None:
     assert "hunter2" not in str(raised.value)
     with pytest.raises(ValueError, match="http"):
         RerankServerScorer("ftp://127.0.0.1:1")
+
+
+async def test_each_request_is_bounded_by_what_is_left_of_the_budget(tei: StandInServer) -> None:
+    tei.fail_next("/rerank", slow(1.5), slow(1.5), slow(1.5))
+    started = time.monotonic()
+    with pytest.raises((httpx.TimeoutException, BudgetExhausted)):
+        await tei_scorer(tei, request_timeout_s=30.0).ascore(QUERY, PASSAGES, deadline=Deadline.after(0.4))
+    assert time.monotonic() - started < 1.2  # the 0.4s budget, not the 30s request timeout or the 1.5s answer

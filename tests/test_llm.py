@@ -10,9 +10,18 @@ import time
 from collections.abc import Iterator
 from typing import TypeVar
 
+import openai
 import pytest
 
-from rerank_prod import LLMListwiseScorer, LLMPointwiseScorer, Reranker, ScoreCache, SourceKind
+from rerank_prod import (
+    BudgetExhausted,
+    Deadline,
+    LLMListwiseScorer,
+    LLMPointwiseScorer,
+    Reranker,
+    ScoreCache,
+    SourceKind,
+)
 from rerank_prod.cache import InMemoryCache
 from rerank_prod.resilience import MalformedResponse
 from rerank_prod.scoring.llm import parse_ranking, parse_relevance, sliding_windows
@@ -213,3 +222,11 @@ def test_configuration_errors(llm: StandInServer, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     from_env = LLMPointwiseScorer("gpt-4o-mini", base_url=f"{llm.url}/v1")
     assert from_env.score(QUERY, PASSAGES[1:2]) == pytest.approx([round(10 * overlap(QUERY, PASSAGES[1]), 3) / 10])
+
+
+def test_each_request_is_bounded_by_what_is_left_of_the_budget(llm: StandInServer) -> None:
+    llm.fail_next(CHAT, *[slow(1.5)] * 3)
+    started = time.monotonic()
+    with pytest.raises((openai.APITimeoutError, BudgetExhausted)):
+        listwise(llm, request_timeout_s=30.0).score(QUERY, PASSAGES, deadline=Deadline.after(0.4))
+    assert time.monotonic() - started < 1.2  # the 0.4s budget, not the 30s request timeout or the 1.5s answer

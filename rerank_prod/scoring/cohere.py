@@ -103,7 +103,8 @@ class CohereScorer(RemoteScorer):
         request: dict[str, Any] = {"model": self.model, "query": query, "documents": list(texts),
                                    "request_options": {"max_retries": 0}}
         if timeout_s is not None:
-            request["request_options"]["timeout"] = timeout_s
+            # The name every cohere 5.x-7.x understands (newer ones also read "timeout").
+            request["request_options"]["timeout_in_seconds"] = timeout_s
         if self.top_n is not None:
             request["top_n"] = min(self.top_n, len(texts))
         if self.max_tokens_per_doc is not None:
