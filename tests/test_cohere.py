@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -139,3 +140,9 @@ def test_each_request_is_bounded_by_what_is_left_of_the_budget(cohere_server: St
     with pytest.raises((httpx.TimeoutException, BudgetExhausted)):
         scorer_for(cohere_server, request_timeout_s=30.0).score(QUERY, DOCUMENTS, deadline=Deadline.after(0.4))
     assert time.monotonic() - started < 1.2  # the 0.4s budget, not the 30s request timeout or the 1.5s answer
+
+
+def test_async_client_survives_a_new_event_loop(cohere_server: StandInServer) -> None:
+    reranker = Reranker(scorer_for(cohere_server), timeout_s=3.0)
+    for _ in range(2):  # e.g. a script calling asyncio.run per request
+        assert asyncio.run(reranker.arerank(QUERY, DOCUMENTS)).source.kind is SourceKind.MODEL

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -222,3 +223,15 @@ async def test_each_request_is_bounded_by_what_is_left_of_the_budget(tei: StandI
     with pytest.raises((httpx.TimeoutException, BudgetExhausted)):
         await tei_scorer(tei, request_timeout_s=30.0).ascore(QUERY, PASSAGES, deadline=Deadline.after(0.4))
     assert time.monotonic() - started < 1.2  # the 0.4s budget, not the 30s request timeout or the 1.5s answer
+
+
+def test_async_pool_per_event_loop(tei: StandInServer) -> None:
+    """Connections are reused within a loop; a new loop (a second asyncio.run) gets fresh ones."""
+    reranker = Reranker(tei_scorer(tei), timeout_s=3.0)
+
+    async def twice() -> list[str]:
+        return [str((await reranker.arerank(QUERY, PASSAGES)).source) for _ in range(2)]
+
+    assert asyncio.run(twice()) + asyncio.run(twice()) == ["model"] * 4
+    ports = [request.client_port for request in tei.requests]
+    assert ports[0] == ports[1] and ports[2] == ports[3] and ports[1] != ports[2]

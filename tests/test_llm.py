@@ -5,6 +5,7 @@ The stand-in LLM judges by word overlap, so the expected orders are known.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -230,3 +231,9 @@ def test_each_request_is_bounded_by_what_is_left_of_the_budget(llm: StandInServe
     with pytest.raises((openai.APITimeoutError, BudgetExhausted)):
         listwise(llm, request_timeout_s=30.0).score(QUERY, PASSAGES, deadline=Deadline.after(0.4))
     assert time.monotonic() - started < 1.2  # the 0.4s budget, not the 30s request timeout or the 1.5s answer
+
+
+def test_async_client_survives_a_new_event_loop(llm: StandInServer) -> None:
+    reranker = Reranker(listwise(llm), timeout_s=3.0)
+    for _ in range(2):  # e.g. a script calling asyncio.run per request
+        assert asyncio.run(reranker.arerank(QUERY, PASSAGES)).source.kind is SourceKind.MODEL

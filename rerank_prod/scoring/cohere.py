@@ -7,12 +7,14 @@ ones.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 from rerank_prod.resilience import CircuitBreaker, MalformedResponse, RetryPolicy
 from rerank_prod.scoring.base import Deadline
 from rerank_prod.scoring.remote import (
+    PerEventLoop,
     RemoteScorer,
     check_base_url,
     check_positive_int,
@@ -71,7 +73,7 @@ class CohereScorer(RemoteScorer):
         if self.base_url is not None:
             settings["base_url"] = self.base_url
         self._client = cohere.ClientV2(**settings)
-        self._aclient = cohere.AsyncClientV2(**settings)
+        self._aclients = PerEventLoop(functools.partial(cohere.AsyncClientV2, **settings))
         self.independent_scores = self.top_n is None
 
     @property
@@ -94,7 +96,7 @@ class CohereScorer(RemoteScorer):
     async def _ascore(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
         async def attempt(timeout_s: float | None) -> list[float]:
             with garbled_answers_as_malformed():
-                response = await self._aclient.v2.rerank(**self._request(query, texts, timeout_s))
+                response = await self._aclients.get().v2.rerank(**self._request(query, texts, timeout_s))
             return self._scores_from(response, len(texts))
 
         return await self._caller.acall(attempt, deadline)

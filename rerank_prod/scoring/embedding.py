@@ -139,7 +139,7 @@ class OpenAIEmbeddingScorer(RemoteScorer):
         self.dimensions = None if dimensions is None else check_positive_int("dimensions", dimensions)
         self.max_batch_size = check_positive_int("max_batch_size", max_batch_size)
         self.max_concurrency = check_positive_int("max_concurrency", max_concurrency)
-        self.base_url, self._client, self._aclient = openai_clients("OpenAIEmbeddingScorer", api_key, base_url,
+        self.base_url, self._client, self._aclients = openai_clients("OpenAIEmbeddingScorer", api_key, base_url,
                                                                     request_timeout_s)
         self._executor = concurrent.futures.ThreadPoolExecutor(self.max_concurrency, "rerank-prod-embed")
 
@@ -201,7 +201,7 @@ class OpenAIEmbeddingScorer(RemoteScorer):
     async def _aembed(self, inputs: list[str], deadline: Deadline | None) -> np.ndarray:
         async def attempt(timeout_s: float | None) -> np.ndarray:
             with garbled_answers_as_malformed():
-                response = await self._aclient.embeddings.create(**self._request(inputs, timeout_s))
+                response = await self._aclients.get().embeddings.create(**self._request(inputs, timeout_s))
             return self._vectors(response, len(inputs))
 
         return await self._caller.acall(attempt, deadline)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from rerank_prod.resilience import BackendHTTPError, CircuitBreaker, MalformedResponse, RetryPolicy, parse_retry_after
 from rerank_prod.scoring.base import Deadline
 from rerank_prod.scoring.remote import (
+    PerEventLoop,
     RemoteScorer,
     arun_bounded,
     check_base_url,
@@ -101,7 +102,7 @@ class _HTTPRerankScorer(RemoteScorer):
         settings: dict[str, Any] = {"base_url": self.base_url, "headers": headers, "limits": limits,
                                     "timeout": request_timeout_s, "follow_redirects": False}
         self._client = httpx.Client(**settings)
-        self._aclient = httpx.AsyncClient(**settings)
+        self._aclients = PerEventLoop(functools.partial(httpx.AsyncClient, **settings))
         self._executor = concurrent.futures.ThreadPoolExecutor(self.max_concurrency, "rerank-prod-http")
 
     # --- what differs between servers ------------------------------------------------------------
@@ -154,7 +155,7 @@ class _HTTPRerankScorer(RemoteScorer):
         payload = self._payload(query, texts)
 
         async def attempt(timeout_s: float | None) -> list[float]:
-            response = await self._aclient.post(self._endpoint, json=payload, timeout=timeout_s)
+            response = await self._aclients.get().post(self._endpoint, json=payload, timeout=timeout_s)
             return self._scores_from(response, len(texts))
 
         return await self._caller.acall(attempt, deadline)
@@ -189,7 +190,9 @@ class _HTTPRerankScorer(RemoteScorer):
         self._executor.shutdown(wait=False)
 
     async def aclose(self) -> None:
-        await self._aclient.aclose()
+        aclient = self._aclients.pop()
+        if aclient is not None:
+            await aclient.aclose()
         self.close()
 
     def __repr__(self) -> str:

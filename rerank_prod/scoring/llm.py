@@ -157,7 +157,7 @@ class _ChatScorer(RemoteScorer):
         if not isinstance(json_mode, bool):
             raise TypeError(f"json_mode must be a bool, got {json_mode!r}")
         self.json_mode = json_mode
-        self.base_url, self._client, self._aclient = openai_clients(type(self).__name__, api_key, base_url,
+        self.base_url, self._client, self._aclients = openai_clients(type(self).__name__, api_key, base_url,
                                                                     request_timeout_s)
 
     @property
@@ -194,8 +194,9 @@ class _ChatScorer(RemoteScorer):
         return self._content(response)
 
     async def _acomplete(self, instructions: str, payload: dict[str, Any], timeout_s: float | None) -> object:
+        request = self._request(instructions, payload, timeout_s)
         with garbled_answers_as_malformed():
-            response = await self._aclient.chat.completions.create(**self._request(instructions, payload, timeout_s))
+            response = await self._aclients.get().chat.completions.create(**request)
         return self._content(response)
 
     def __repr__(self) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from rerank_prod.scoring.remote import check_base_url, require_extra, resolve_api_key
+from rerank_prod.scoring.remote import PerEventLoop, check_base_url, require_extra, resolve_api_key
 
 OPENAI_KEY_ENV_VARS = ("OPENAI_API_KEY",)
 # Local OpenAI-compatible servers (vLLM, Ollama, llama.cpp) often need no key; the SDK insists on one.
@@ -12,8 +13,9 @@ _NO_KEY = "no-key"
 
 
 def openai_clients(scorer: str, api_key: Any, base_url: str | None,
-                   request_timeout_s: float | None) -> tuple[str | None, Any, Any]:
-    """(checked base_url, OpenAI, AsyncOpenAI), with the SDK's own retries off: ours respect the budget.
+                   request_timeout_s: float | None) -> tuple[str | None, Any, PerEventLoop[Any]]:
+    """(checked base_url, OpenAI, AsyncOpenAI per event loop), with the SDK's own retries off: ours
+    respect the budget.
 
     The key comes from `api_key` (str or `SecretStr`) or `OPENAI_API_KEY`; it may be omitted only
     with a `base_url`.
@@ -31,4 +33,4 @@ def openai_clients(scorer: str, api_key: Any, base_url: str | None,
                                 "max_retries": 0, "timeout": request_timeout_s}
     if checked_url is not None:
         settings["base_url"] = checked_url
-    return checked_url, openai.OpenAI(**settings), openai.AsyncOpenAI(**settings)
+    return checked_url, openai.OpenAI(**settings), PerEventLoop(functools.partial(openai.AsyncOpenAI, **settings))

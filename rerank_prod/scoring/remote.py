@@ -6,8 +6,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 from rerank_prod.resilience import CircuitBreaker, MalformedResponse, ResilientCaller, RetryPolicy
@@ -176,6 +177,34 @@ class RemoteScorer:
 
     async def _ascore(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
         raise NotImplementedError
+
+
+class PerEventLoop(Generic[T]):
+    """One async client per running event loop, made on first use in that loop.
+
+    Async HTTP clients hold pooled connections bound to the loop that opened them; reused under a
+    later loop (a second `asyncio.run`, a test per loop) they fail with "Event loop is closed".
+    Clients of loops that have closed are dropped (their connections died with the loop).
+    """
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._by_loop: dict[asyncio.AbstractEventLoop, T] = {}
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._by_loop.get(loop)
+            if client is None:
+                self._by_loop = {other: kept for other, kept in self._by_loop.items() if not other.is_closed()}
+                client = self._by_loop[loop] = self._factory()
+            return client
+
+    def pop(self) -> T | None:
+        """Forget this loop's client (if any) and hand it over, e.g. to close it."""
+        with self._lock:
+            return self._by_loop.pop(asyncio.get_running_loop(), None)
 
 
 def run_bounded(tasks: Sequence[Callable[[], T]], executor: concurrent.futures.ThreadPoolExecutor) -> list[T]:
