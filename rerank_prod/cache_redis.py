@@ -126,7 +126,7 @@ class RedisCache:
 
     def _queue_sets(self, pipe: Any, items: Mapping[str, bytes], ttl_s: float | None) -> Any:
         expiry_ms = self._expiry_ms(ttl_s)
-        for name, value in zip(self._names(list(items)), items.values()):
+        for name, value in zip(self._names(list(items)), items.values(), strict=True):
             pipe.set(name, value, px=expiry_ms)
         return pipe
 

@@ -231,13 +231,13 @@ class Reranker:
         if self.semantic_cache is not None and unseen:
             semantic = yield from self.semantic_cache.lookup_plan(scorer.identity, call.query,
                                                                   [texts[i] for i in unseen])
-            for i, score in zip(unseen, semantic.scores):
+            for i, score in zip(unseen, semantic.scores, strict=True):
                 if score is not None:
                     scores[i], sources[i] = score, _CACHED_SEMANTIC
         missing = [i for i, score in enumerate(scores) if score is None]
         if missing:
             fresh = yield _Score(scorer, call.query, [texts[i] for i in missing], deadline)
-            for i, score in zip(missing, fresh):
+            for i, score in zip(missing, fresh, strict=True):
                 scores[i] = score
             if pair_keys:
                 yield IO(self.score_cache, "put_many", ({pair_keys[i]: scores[i] for i in missing},))

@@ -264,7 +264,7 @@ class SemanticCache:
             return
         anchor = lookup.anchor or digest(self.embedder_identity, scorer_identity, query)
         keys = self._scores.keys(scorer_identity, anchor, list(scores))
-        yield IO(self._scores, "put_many", (dict(zip(keys, scores.values())),))
+        yield IO(self._scores, "put_many", (dict(zip(keys, scores.values(), strict=True)),))
         if lookup.anchor is not None:
             return
         log = self._log_name(scorer_identity)

@@ -1,0 +1,134 @@
+"""LlamaIndex adapter: a node postprocessor over the shared `rerank_prod` pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+
+from rerank_prod import RESULT_METADATA_KEYS, Candidate, CrossEncoderScorer, Reranker, RerankResult
+from rerank_prod.scoring import DEFAULT_CROSS_ENCODER
+
+dispatcher = get_dispatcher(__name__)
+
+
+class RerankProdPostprocessor(BaseNodePostprocessor):
+    """Re-ranks nodes; use as `index.as_query_engine(node_postprocessors=[...])`.
+
+    `node.score` becomes the final relevance score and the incoming score is kept in
+    `metadata["retrieval_score"]`, as LlamaIndex's own re-rankers do. The rerank-prod metadata is
+    excluded from the LLM and embedding views of the node so it never leaks into prompts. Input
+    nodes are never mutated.
+    """
+
+    top_n: int | None = Field(default=None, description="Overrides the reranker's top_n when set.")
+    metadata_mode: MetadataMode = Field(
+        default=MetadataMode.EMBED, description="Which node content view is scored."
+    )
+    _reranker: Reranker = PrivateAttr()
+
+    def __init__(self, reranker: Reranker, **kwargs: Any) -> None:
+        if not isinstance(reranker, Reranker):
+            raise TypeError(f"reranker must be a rerank_prod.Reranker, got {type(reranker).__name__}")
+        super().__init__(**kwargs)
+        self._reranker = reranker
+
+    @classmethod
+    def from_cross_encoder(
+        cls,
+        model_name_or_path: str = DEFAULT_CROSS_ENCODER,
+        *,
+        top_n: int | None = 3,
+        device: str | None = None,
+        **reranker_options: Any,
+    ) -> RerankProdPostprocessor:
+        """A postprocessor over a sentence-transformers cross-encoder; options go to `Reranker`."""
+        scorer = CrossEncoderScorer(model_name_or_path, device=device)
+        return cls(reranker=Reranker(scorer, top_n=top_n, **reranker_options))
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RerankProdPostprocessor"
+
+    @property
+    def reranker(self) -> Reranker:
+        return self._reranker
+
+    def _candidates(self, nodes: list[NodeWithScore]) -> list[Candidate]:
+        candidates = []
+        for position, node in enumerate(nodes):
+            if not isinstance(node, NodeWithScore):
+                raise TypeError(f"node {position} must be a NodeWithScore, got {type(node).__name__}")
+            candidates.append(Candidate(text=node.node.get_content(metadata_mode=self.metadata_mode),
+                                        id=node.node.node_id, retrieval_score=node.score))
+        return candidates
+
+    @staticmethod
+    def _nodes(nodes: list[NodeWithScore], result: RerankResult) -> list[NodeWithScore]:
+        reranked = []
+        for item in result:
+            node = nodes[item.original_rank].node
+            hidden = [key for key in RESULT_METADATA_KEYS if key != "retrieval_score"]
+            copy = node.model_copy(update={
+                "metadata": {**node.metadata, **item.metadata()},
+                "excluded_llm_metadata_keys": list(dict.fromkeys([*node.excluded_llm_metadata_keys, *hidden])),
+                "excluded_embed_metadata_keys": list(dict.fromkeys([*node.excluded_embed_metadata_keys, *hidden])),
+            })
+            reranked.append(NodeWithScore(node=copy, score=item.relevance_score))
+        return reranked
+
+    def _top_n(self, nodes: list[NodeWithScore]) -> int:
+        return self.top_n or self._reranker.top_n or len(nodes)
+
+    def _start(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> str:
+        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self._top_n(nodes),
+                                          model_name=self._reranker.scorer.name))
+        if query_bundle is None:
+            raise ValueError("Missing query bundle in extra info.")
+        return query_bundle.query_str
+
+    @contextmanager
+    def _reranking(
+        self, nodes: list[NodeWithScore], query: str
+    ) -> Iterator[Callable[[RerankResult], list[NodeWithScore]]]:
+        """The RERANKING callback event around one call; yields the function that finishes it."""
+        payload = {
+            EventPayload.NODES: nodes,
+            EventPayload.MODEL_NAME: self._reranker.scorer.name,
+            EventPayload.QUERY_STR: query,
+            EventPayload.TOP_K: self._top_n(nodes),
+        }
+        with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
+
+            def finish(result: RerankResult) -> list[NodeWithScore]:
+                new_nodes = self._nodes(nodes, result)
+                event.on_end(payload={EventPayload.NODES: new_nodes})
+                dispatcher.event(ReRankEndEvent(nodes=new_nodes))
+                return new_nodes
+
+            yield finish
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        query = self._start(nodes, query_bundle)
+        if not nodes:
+            return []
+        with self._reranking(nodes, query) as finish:
+            return finish(self._reranker.rerank(query, self._candidates(nodes), top_n=self.top_n))
+
+    async def _apostprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        query = self._start(nodes, query_bundle)
+        if not nodes:
+            return []
+        with self._reranking(nodes, query) as finish:
+            return finish(await self._reranker.arerank(query, self._candidates(nodes), top_n=self.top_n))
