@@ -46,12 +46,12 @@ class EntryLog(Protocol):
     """Optional backend capability: a bounded, append-only log that every replica reads from its
     own cursor. The semantic cache publishes its index entries there so replicas share them."""
 
-    def append_log(self, log: str, entries: Sequence[bytes], *, max_entries: int,
+    def append_log(self, log: str, entries: Sequence[bytes], max_entries: int,
                    ttl_s: float | None = None) -> None: ...
 
     def read_log(self, log: str, cursor: str | None, count: int) -> tuple[str | None, list[bytes]]: ...
 
-    async def aappend_log(self, log: str, entries: Sequence[bytes], *, max_entries: int,
+    async def aappend_log(self, log: str, entries: Sequence[bytes], max_entries: int,
                           ttl_s: float | None = None) -> None: ...
 
     async def aread_log(self, log: str, cursor: str | None, count: int) -> tuple[str | None, list[bytes]]: ...

@@ -132,13 +132,13 @@ class RedisCache:
 
     # --- EntryLog: a capped Redis stream ------------------------------------------------------------
 
-    def append_log(self, log: str, entries: Sequence[bytes], *, max_entries: int,
+    def append_log(self, log: str, entries: Sequence[bytes], max_entries: int,
                    ttl_s: float | None = None) -> None:
         if entries:
             self._queue_appends(self._client.pipeline(transaction=False), log, entries, max_entries,
                                 ttl_s).execute()
 
-    async def aappend_log(self, log: str, entries: Sequence[bytes], *, max_entries: int,
+    async def aappend_log(self, log: str, entries: Sequence[bytes], max_entries: int,
                           ttl_s: float | None = None) -> None:
         if entries:
             await self._queue_appends(self._async_client().pipeline(transaction=False), log, entries,
