@@ -125,7 +125,9 @@ async def test_redis_outage_degrades_then_recovers(redis_server: RedisServer, em
     assert errors["result"] >= 2 and errors["score"] >= 2 and errors["semantic"] >= 1
 
     redis_server.start()  # same port, empty (no persistence)
+    caplog.clear()
     assert (await rerank(reranker, mode, QUERY, PASSAGES)).source.kind is SourceKind.MODEL
+    assert "failed" not in caplog.text  # reconnected on the first call, nothing lost to the restart
     assert (await rerank(reranker, mode, QUERY, PASSAGES)).source.kind is SourceKind.CACHE
     assert len(raw_client(redis_server).keys("*")) > 0
 
