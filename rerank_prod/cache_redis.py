@@ -164,7 +164,10 @@ class RedisCache:
 
     @staticmethod
     def _parse_log(reply: Any, cursor: str | None) -> tuple[str | None, list[bytes]]:
-        """XREAD reply -> (id of the last entry read, entry payloads)."""
+        """XREAD reply of one stream (RESP2: [[name, messages]], RESP3: {name: [messages]})
+        -> (id of the last entry read, entry payloads)."""
+        if isinstance(reply, dict):
+            reply = [(name, messages) for name, (messages,) in reply.items()]
         messages = reply[0][1] if reply else []
         if not messages:
             return cursor, []

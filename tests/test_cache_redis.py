@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -62,6 +63,16 @@ async def test_two_replicas_share_hits_through_redis(redis_server: RedisServer, 
     assert sources == {**dict.fromkeys(PASSAGES, "cache:score"), extra: "model"}
     assert replica_b.metrics.snapshot()["cache"] == {"result": {"hits": 1, "misses": 1, "errors": 0},
                                                      "score": {"hits": 4, "misses": 1, "errors": 0}}
+
+
+async def test_concurrent_async_calls_share_one_client(redis_server: RedisServer) -> None:
+    reranker = caching_reranker(ConstantTimeScorer(), redis_server.url)
+    queries = [f"{QUERY} ({i % 5})" for i in range(40)]
+    results = await asyncio.gather(*(reranker.arerank(query, PASSAGES) for query in queries))
+    assert all(len(result) == len(PASSAGES) for result in results)
+    counts = reranker.metrics.snapshot()["cache"]
+    assert counts["result"]["errors"] == counts["score"]["errors"] == 0
+    assert counts["result"]["hits"] + counts["result"]["misses"] == 40
 
 
 def test_one_round_trip_per_read(redis_server: RedisServer) -> None:

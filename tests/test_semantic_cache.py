@@ -69,11 +69,12 @@ async def test_partial_overlap_scores_only_the_unseen_candidates(cross_encoder, 
     assert str(again.source) == "cache:semantic" and len(reranker.scorer.scored_texts) == 5
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(("mode", "protocol"), [("sync", 2), ("async", 3)])
 async def test_replicas_share_semantic_entries_through_redis(redis_server: RedisServer, cross_encoder,
-                                                             embedder_path: str, mode: str) -> None:
-    replica_a, replica_b = (semantic_reranker(cross_encoder, embedder_path, RedisCache(redis_server.url),
-                                              sync_interval_s=0) for _ in range(2))
+                                                             embedder_path: str, mode: str, protocol: int) -> None:
+    replica_a, replica_b = (semantic_reranker(cross_encoder, embedder_path,
+                                              RedisCache(redis_server.url, protocol=protocol), sync_interval_s=0)
+                            for _ in range(2))
     replica_b.rerank("What is the capital of France?", PASSAGES[:1])  # b's index is already synced once
     replica_a.rerank(QUERY, PASSAGES)
     if mode == "sync":
