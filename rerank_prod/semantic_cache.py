@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rerank_prod.cache import KEY_PREFIX, CacheBackend, EntryLog, ScoreCache, check_ttl, digest
-from rerank_prod.effects import IO, Plan, arun, run
+from rerank_prod.effects import IO, Plan
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -216,26 +216,11 @@ class SemanticCache:
         """Embedding is CPU-bound model inference: run it off the event loop."""
         return await asyncio.to_thread(self.embed, query)
 
-    # --- public API -----------------------------------------------------------------------------
-
-    def lookup(self, scorer_identity: str, query: str, texts: Sequence[str]) -> SemanticLookup:
-        return run(self.lookup_plan(scorer_identity, query, texts))
-
-    async def alookup(self, scorer_identity: str, query: str, texts: Sequence[str]) -> SemanticLookup:
-        return await arun(self.lookup_plan(scorer_identity, query, texts))
-
-    def store(self, scorer_identity: str, query: str, lookup: SemanticLookup, scores: Mapping[str, float]) -> None:
-        run(self.store_plan(scorer_identity, query, lookup, scores))
-
-    async def astore(self, scorer_identity: str, query: str, lookup: SemanticLookup,
-                     scores: Mapping[str, float]) -> None:
-        await arun(self.store_plan(scorer_identity, query, lookup, scores))
-
     def __len__(self) -> int:
         with self._lock:
             return sum(len(index) for index in self._indexes.values())
 
-    # --- the logic, written once as plans ---------------------------------------------------------
+    # --- the logic, written once as plans (run them with `rerank_prod.effects.run` / `arun`) ---------
 
     def lookup_plan(self, scorer_identity: str, query: str, texts: Sequence[str]) -> Plan[SemanticLookup]:
         """Embed the query, pull other replicas' anchors, find the nearest, read its scores.
@@ -311,14 +296,14 @@ class SemanticCache:
         with self._lock:
             self._cursors[log] = cursor
             for entry in entries:
-                anchor, vector = entry[:_ANCHOR_CHARS], np.frombuffer(entry[_ANCHOR_CHARS:], dtype=np.uint8)
-                index = self._indexes.get(log)
-                dim = vector.size // _VECTOR_DTYPE.itemsize
-                if (len(anchor) != _ANCHOR_CHARS or not anchor.isalnum() or dim == 0
-                        or vector.size % _VECTOR_DTYPE.itemsize or (index is not None and dim != index.dim)):
+                anchor, raw_vector = entry[:_ANCHOR_CHARS], entry[_ANCHOR_CHARS:]
+                try:
+                    if len(anchor) != _ANCHOR_CHARS or not anchor.isalnum():
+                        raise ValueError("not an anchor digest")
+                    vector = _unit_vector(np.frombuffer(raw_vector, dtype=_VECTOR_DTYPE))
+                    self._index(log, vector.size).add(anchor.decode("ascii"), vector)
+                except ValueError:
                     logger.warning("malformed semantic index entry ignored")
-                    continue
-                self._index(log, dim).add(anchor.decode("ascii"), vector.view(_VECTOR_DTYPE))
 
     def _failed(self, what: str, exc: Exception) -> None:
         self.stats.record(errors=1)

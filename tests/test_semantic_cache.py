@@ -121,10 +121,12 @@ def test_corrupt_shared_index_entries_are_ignored(redis_server: RedisServer, emb
     cache = SemanticCache(backend, embedder_path, sync_interval_s=0)
     Reranker(ConstantTimeScorer(), semantic_cache=cache).rerank(QUERY, PASSAGES)
     (log,) = cache._indexes
-    backend.append_log(log, [b"short", b"x" * 64 + b"\x00" * 6, "é".encode() * 32 + b"\x00" * 1536], 100)
+    nan_vector = np.full(384, np.nan, dtype="<f4").tobytes()
+    backend.append_log(log, [b"short", b"x" * 64 + b"\x00" * 6, "é".encode() * 32 + b"\x00" * 1536,
+                             b"a" * 64 + nan_vector], 100)
     with caplog.at_level(logging.WARNING, logger="rerank_prod.cache"):
         hit = Reranker(ConstantTimeScorer(), semantic_cache=cache).rerank(PARAPHRASES[0], PASSAGES)
-    assert str(hit.source) == "cache:semantic" and caplog.text.count("malformed semantic index entry") == 3
+    assert str(hit.source) == "cache:semantic" and caplog.text.count("malformed semantic index entry") == 4
 
 
 def test_index_is_bounded_and_evicts_the_least_recently_matched() -> None:
