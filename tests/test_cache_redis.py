@@ -171,7 +171,7 @@ def test_key_names_hold_hashes_not_query_text(redis_server: RedisServer, embedde
         assert len(name.rsplit(":", 1)[1]) == 64 and all(word not in name for word in ("Vitamin", "bone"))
 
 
-def test_password_and_tls_urls(tmp_path: Path) -> None:
+def test_password_in_the_url(tmp_path: Path) -> None:
     with_password = RedisServer(tmp_path, "--requirepass", "s3cret").start()
     try:
         url = with_password.url.replace("redis://", "redis://:s3cret@")
@@ -184,15 +184,18 @@ def test_password_and_tls_urls(tmp_path: Path) -> None:
     finally:
         with_password.stop()
 
-    tls_dir = tmp_path / "tls"
-    tls_dir.mkdir()
-    tls = RedisServer(tls_dir, tls=True).start()
+
+def test_tls_with_rediss_url(tmp_path: Path) -> None:
+    tls = RedisServer(tmp_path, tls=True).start()
     try:
         assert tls.url.startswith("rediss://")
         reranker = caching_reranker(ConstantTimeScorer(), tls.url, ssl_ca_certs=str(tls.ca_file))
         reranker.rerank(QUERY, PASSAGES)
         assert reranker.rerank(QUERY, PASSAGES).source.kind is SourceKind.CACHE
         assert reranker.result_cache.stats.errors == 0
+        untrusted = caching_reranker(ConstantTimeScorer(), tls.url)  # certificates are verified by default
+        assert untrusted.rerank(QUERY, PASSAGES).source.kind is SourceKind.MODEL
+        assert untrusted.result_cache.stats.errors == 2
     finally:
         tls.stop()
 
