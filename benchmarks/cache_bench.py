@@ -10,6 +10,10 @@ pair-cache partial hit (15 of the candidates plus 5 new ones: only 5 pairs to th
 semantic hit (the query lower-cased without punctuation, same candidates: no model call).
 Then the semantic index alone: lookup time with 1k / 10k / 100k cached queries (random unit vectors).
 Without --redis-url a throwaway redis-server is started on a free loopback port.
+
+Torch and BLAS run on one thread unless OMP_NUM_THREADS / OPENBLAS_NUM_THREADS say otherwise: on a
+shared, busy machine more threads than free cores makes every model call several times slower and
+the numbers meaningless.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
-import numpy as np
+for variable, value in (("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false"), ("OMP_NUM_THREADS", "1"),
+                        ("OPENBLAS_NUM_THREADS", "1")):
+    os.environ.setdefault(variable, value)
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import numpy as np  # noqa: E402  (thread settings first)
 
 from rerank_prod import (  # noqa: E402  (environment first: offline model loading)
     CrossEncoderScorer,
@@ -125,8 +130,11 @@ def main() -> None:
             server = RedisServer(Path(stack.enter_context(tempfile.TemporaryDirectory()))).start()
             stack.callback(server.stop)
             redis_url = server.url
+        import torch
+
         print(f"{len(workload)} SciFact test queries, {CANDIDATES} BM25 candidates each; cross-encoder "
-              f"minilm-l6-scifact-ce; embedder all-MiniLM-L6-v2; threads: torch default")
+              f"minilm-l6-scifact-ce; embedder all-MiniLM-L6-v2; torch threads {torch.get_num_threads()}, "
+              f"BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}")
         results = {name: bench_backend(name, backend, scorer, embedder, workload)
                    for name, backend in (("in-memory", InMemoryCache()),
                                          ("redis", RedisCache(redis_url, key_prefix="cache-bench:")))}
