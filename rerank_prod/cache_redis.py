@@ -80,7 +80,7 @@ class RedisCache:
         options = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": connect_timeout_s,
                    **client_kwargs}
         # One immediate retry: enough to replace a pooled connection that died with a restarted Redis.
-        self._client: redis.Redis = redis_module.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **options)
+        self._client: redis.Redis = redis_module.Redis.from_url(url, **{"retry": Retry(NoBackoff(), 1), **options})
         self._async_options = {"retry": AsyncRetry(NoBackoff(), 1), **options}
         # redis.asyncio connections belong to the event loop that opened them: one client per loop.
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
@@ -88,9 +88,10 @@ class RedisCache:
         )
 
     def __repr__(self) -> str:
+        """The URL without its credentials."""
         location = urlsplit(self.url)
-        host = location.hostname or location.path
-        return f"RedisCache({location.scheme}://{host}:{location.port or ''}, key_prefix={self.key_prefix!r})"
+        netloc = f"{location.hostname or ''}{f':{location.port}' if location.port else ''}"
+        return f"RedisCache({location._replace(netloc=netloc).geturl()!r}, key_prefix={self.key_prefix!r})"
 
     def _async_client(self) -> redis.asyncio.Redis:
         loop = asyncio.get_running_loop()
