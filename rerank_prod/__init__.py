@@ -1,6 +1,7 @@
 """rerank-prod's shared scoring core: framework-neutral, importable without torch or any framework."""
 
-from rerank_prod.cache import CacheBackend, InMemoryCache, ResultCache, ScoreCache
+from rerank_prod.cache import CacheBackend, CacheStats, EntryLog, InMemoryCache, ResultCache, ScoreCache
+from rerank_prod.cache_redis import RedisCache
 from rerank_prod.fusion import ReciprocalRankFusion, WeightedFusion, normalize
 from rerank_prod.gate import ConfidenceGate
 from rerank_prod.metrics import RerankMetrics
@@ -26,6 +27,7 @@ from rerank_prod.scoring import (
     SentenceTransformerEmbeddingScorer,
     TEIScorer,
 )
+from rerank_prod.semantic_cache import SemanticCache, VectorIndex
 from rerank_prod.types import (
     RESULT_METADATA_KEYS,
     Candidate,
@@ -43,6 +45,7 @@ __all__ = [
     "RESULT_METADATA_KEYS",
     "BudgetExhausted",
     "CacheBackend",
+    "CacheStats",
     "Candidate",
     "CircuitBreaker",
     "CircuitOpenError",
@@ -50,6 +53,7 @@ __all__ = [
     "ConfidenceGate",
     "CrossEncoderScorer",
     "Deadline",
+    "EntryLog",
     "GateDecision",
     "InMemoryCache",
     "LLMListwiseScorer",
@@ -57,6 +61,7 @@ __all__ = [
     "MalformedResponse",
     "OpenAIEmbeddingScorer",
     "RankedCandidate",
+    "RedisCache",
     "ReciprocalRankFusion",
     "RerankMetrics",
     "RerankResult",
@@ -69,9 +74,11 @@ __all__ = [
     "Scorer",
     "ScorerError",
     "ScoringTimeout",
+    "SemanticCache",
     "SentenceTransformerEmbeddingScorer",
     "SourceKind",
     "TEIScorer",
+    "VectorIndex",
     "WeightedFusion",
     "normalize",
 ]

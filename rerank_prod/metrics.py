@@ -1,4 +1,4 @@
-"""In-process metrics: call counts by source, fallback reasons, gate skips, latency percentiles.
+"""In-process metrics: call counts by source, fallback reasons, latency percentiles, cache counters.
 
 Cheap enough to stay on in production; `snapshot()` is what an exporter (Prometheus, StatsD,
 logs) reads periodically.
@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from rerank_prod.cache import CacheStats
 from rerank_prod.types import RerankResult, SourceKind
 
 
@@ -26,6 +27,15 @@ class RerankMetrics:
         self._by_source: Counter[str] = Counter()
         self._fallback_reasons: Counter[str] = Counter()
         self._latencies: deque[float] = deque(maxlen=latency_window)
+        self._caches: dict[str, list[CacheStats]] = {}
+
+    def track_cache(self, layer: str, stats: CacheStats) -> None:
+        """Report a cache layer's counters under `snapshot()["cache"][layer]`; layers of the same
+        name (several rerankers sharing these metrics) are summed, each stats object counted once."""
+        with self._lock:
+            tracked = self._caches.setdefault(layer, [])
+            if not any(stats is known for known in tracked):
+                tracked.append(stats)
 
     def record(self, result: RerankResult) -> None:
         with self._lock:
@@ -43,6 +53,7 @@ class RerankMetrics:
                 "calls": self._calls,
                 "by_source": by_source,
                 "fallback_reasons": dict(self._fallback_reasons),
+                "cache": {layer: _summed(tracked) for layer, tracked in self._caches.items()},
             }
         if latencies.size:
             p50, p95, p99 = np.percentile(latencies, [50, 95, 99]).tolist()
@@ -50,3 +61,10 @@ class RerankMetrics:
         else:
             snapshot["latency_s"] = {"p50": None, "p95": None, "p99": None, "mean": None}
         return snapshot
+
+
+def _summed(tracked: list[CacheStats]) -> dict[str, int]:
+    total: Counter[str] = Counter({"hits": 0, "misses": 0, "errors": 0})
+    for stats in tracked:
+        total.update(stats.snapshot())
+    return dict(total)
