@@ -18,15 +18,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from rerank_prod.cache import KEY_PREFIX, CacheBackend, EntryLog, ScoreCache, check_ttl, digest
 from rerank_prod.effects import IO, Plan
-
-if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
+from rerank_prod.scoring.dependencies import load_sentence_transformers_model
 
 logger = logging.getLogger("rerank_prod.cache")
 
@@ -36,17 +34,6 @@ Embedder = Callable[[str], Any]
 _ANCHOR_CHARS = 64  # a SHA-256 hex digest
 _VECTOR_DTYPE = np.dtype("<f4")
 _LOG_PAGE = 1000
-
-
-@functools.lru_cache(maxsize=4)
-def _load_sentence_transformer(model_name_or_path: str, device: str | None) -> SentenceTransformer:
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise ImportError(
-            "a model name as embedder needs sentence-transformers: pip install 'rerank-prod[semantic-cache]'"
-        ) from exc
-    return SentenceTransformer(model_name_or_path, device=device)
 
 
 class VectorIndex:
@@ -180,7 +167,8 @@ class SemanticCache:
         if isinstance(embedder, str):
             if not embedder.strip():
                 raise ValueError("embedder must be a model name/path or a callable")
-            model = _load_sentence_transformer(embedder, device)
+            model = load_sentence_transformers_model("SentenceTransformer", embedder, device=device,
+                                                     needed_by="a model name as embedder", extra="semantic-cache")
             self._embed: Embedder = functools.partial(model.encode, convert_to_numpy=True,
                                                       show_progress_bar=False)
             embedder_identity = embedder_identity or f"sentence-transformers:{embedder}"

@@ -103,3 +103,13 @@ def test_openai_embeddings_fall_back_when_down(openai_server: StandInServer) -> 
     result = Reranker(openai_scorer(openai_server), timeout_s=5.0).rerank(QUERY, PASSAGES)
     assert str(result.source) == "fallback:retriever order: error InternalServerError"
     assert math.isclose(result[0].relevance_score, 1.0)
+
+
+def test_one_copy_of_the_weights_per_model(minilm: SentenceTransformerEmbeddingScorer, embedder_path: str) -> None:
+    from rerank_prod.scoring.dependencies import load_sentence_transformers_model, require_extra
+
+    shared = load_sentence_transformers_model("SentenceTransformer", embedder_path, needed_by="a semantic cache",
+                                              extra="semantic-cache")
+    assert SentenceTransformerEmbeddingScorer(embedder_path, query_prompt="q: ")._model is minilm._model is shared
+    with pytest.raises(ImportError, match=r"pip install 'rerank-prod\[http\]'"):
+        require_extra("a_module_that_is_not_installed", "SomeScorer", "http")

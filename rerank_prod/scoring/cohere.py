@@ -13,6 +13,7 @@ from typing import Any
 
 from rerank_prod.resilience import CircuitBreaker, MalformedResponse, RetryPolicy
 from rerank_prod.scoring.base import Deadline
+from rerank_prod.scoring.dependencies import require_extra
 from rerank_prod.scoring.remote import (
     PerEventLoop,
     RemoteScorer,
@@ -20,7 +21,6 @@ from rerank_prod.scoring.remote import (
     check_positive_int,
     check_text,
     garbled_answers_as_malformed,
-    require_extra,
     resolve_api_key,
     scores_by_index,
 )

@@ -11,12 +11,13 @@ import asyncio
 import concurrent.futures
 import functools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from rerank_prod.resilience import CircuitBreaker, MalformedResponse, RetryPolicy
 from rerank_prod.scoring.base import Deadline, ScorerError
+from rerank_prod.scoring.dependencies import load_sentence_transformers_model
 from rerank_prod.scoring.openai_clients import openai_clients
 from rerank_prod.scoring.remote import (
     RemoteScorer,
@@ -26,9 +27,6 @@ from rerank_prod.scoring.remote import (
     garbled_answers_as_malformed,
     run_bounded,
 )
-
-if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_OPENAI_EMBEDDING_MODEL = "text-embedding-3-small"
@@ -52,19 +50,6 @@ def _optional_text(name: str, value: str | None) -> str | None:
     return value
 
 
-@functools.lru_cache(maxsize=8)
-def _load_sentence_transformer(model_name_or_path: str, device: str | None, trust_remote_code: bool
-                               ) -> SentenceTransformer:
-    """One loaded model per configuration, shared by every scorer that asks for it."""
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise ImportError(
-            "SentenceTransformerEmbeddingScorer needs sentence-transformers: pip install 'rerank-prod[embedding]'"
-        ) from exc
-    return SentenceTransformer(model_name_or_path, device=device, trust_remote_code=trust_remote_code)
-
-
 class SentenceTransformerEmbeddingScorer:
     """Cosine similarity with a local sentence-transformers bi-encoder (e.g. all-MiniLM-L6-v2).
 
@@ -86,7 +71,9 @@ class SentenceTransformerEmbeddingScorer:
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.query_prompt = _optional_text("query_prompt", query_prompt)
         self.document_prompt = _optional_text("document_prompt", document_prompt)
-        self._model = _load_sentence_transformer(model_name_or_path, device, trust_remote_code)
+        self._model = load_sentence_transformers_model(
+            "SentenceTransformer", model_name_or_path, needed_by="SentenceTransformerEmbeddingScorer",
+            extra="embedding", device=device, trust_remote_code=trust_remote_code)
 
     @property
     def name(self) -> str:

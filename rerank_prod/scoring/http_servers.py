@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from rerank_prod.resilience import BackendHTTPError, CircuitBreaker, MalformedResponse, RetryPolicy, parse_retry_after
 from rerank_prod.scoring.base import Deadline
+from rerank_prod.scoring.dependencies import require_extra
 from rerank_prod.scoring.remote import (
     PerEventLoop,
     RemoteScorer,
@@ -23,7 +24,6 @@ from rerank_prod.scoring.remote import (
     check_base_url,
     check_positive_int,
     check_text,
-    require_extra,
     resolve_api_key,
     run_bounded,
     scores_by_index,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from rerank_prod.scoring.remote import PerEventLoop, check_base_url, require_extra, resolve_api_key
+from rerank_prod.scoring.dependencies import require_extra
+from rerank_prod.scoring.remote import PerEventLoop, check_base_url, resolve_api_key
 
 OPENAI_KEY_ENV_VARS = ("OPENAI_API_KEY",)
 # Local OpenAI-compatible servers (vLLM, Ollama, llama.cpp) often need no key; the SDK insists on one.

@@ -101,14 +101,6 @@ def check_base_url(base_url: object) -> str:
     return url
 
 
-def require_extra(module: str, scorer: str, extra: str) -> None:
-    """Fail at construction, naming the extra to install, when an optional client is missing."""
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise ImportError(f"{scorer} needs {module}: pip install 'rerank-prod[{extra}]'")
-
-
 def scores_by_index(pairs: Iterable[tuple[object, object]], count: int, who: str, *,
                     missing: float | None = None) -> list[float]:
     """One score per text from a server's (index, score) pairs, which may come in any order.
