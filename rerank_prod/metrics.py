@@ -1,4 +1,5 @@
-"""In-process metrics: call counts by source, fallback reasons, latency percentiles, cache counters.
+"""In-process metrics: call counts by source, fallback reasons, latency percentiles, cache counters,
+circuit-breaker states.
 
 Cheap enough to stay on in production; `snapshot()` is what an exporter (Prometheus, StatsD,
 logs) reads periodically.
@@ -8,12 +9,16 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from rerank_prod.cache import CacheStats
 from rerank_prod.types import RerankResult, SourceKind
+
+
+class _Snapshotting(Protocol):
+    def snapshot(self) -> dict[str, Any]: ...
 
 
 class RerankMetrics:
@@ -28,6 +33,7 @@ class RerankMetrics:
         self._fallback_reasons: Counter[str] = Counter()
         self._latencies: deque[float] = deque(maxlen=latency_window)
         self._caches: dict[str, list[CacheStats]] = {}
+        self._breakers: dict[str, _Snapshotting] = {}
 
     def track_cache(self, layer: str, stats: CacheStats) -> None:
         """Report a cache layer's counters under `snapshot()["cache"][layer]`; layers of the same
@@ -36,6 +42,11 @@ class RerankMetrics:
             tracked = self._caches.setdefault(layer, [])
             if not any(stats is known for known in tracked):
                 tracked.append(stats)
+
+    def track_breaker(self, backend: str, breaker: _Snapshotting) -> None:
+        """Report a backend's circuit breaker under `snapshot()["circuit_breakers"][backend]`."""
+        with self._lock:
+            self._breakers[backend] = breaker
 
     def record(self, result: RerankResult) -> None:
         with self._lock:
@@ -55,6 +66,8 @@ class RerankMetrics:
                 "fallback_reasons": dict(self._fallback_reasons),
                 "cache": {layer: _summed(tracked) for layer, tracked in self._caches.items()},
             }
+            breakers = dict(self._breakers)
+        snapshot["circuit_breakers"] = {backend: breaker.snapshot() for backend, breaker in breakers.items()}
         if latencies.size:
             p50, p95, p99 = np.percentile(latencies, [50, 95, 99]).tolist()
             snapshot["latency_s"] = {"p50": p50, "p95": p95, "p99": p99, "mean": float(latencies.mean())}

@@ -150,6 +150,10 @@ class Reranker:
         for layer in (result_cache, score_cache, semantic_cache):
             if layer is not None:
                 self.metrics.track_cache(layer.namespace, layer.stats)
+        for backend in (scorer, fallback_scorer):
+            breaker = getattr(backend, "circuit_breaker", None)
+            if breaker is not None:
+                self.metrics.track_breaker(backend.name, breaker)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 

@@ -144,11 +144,15 @@ def test_open_circuit_skips_the_server_and_shows_in_source_and_metrics(tei: Stan
     result = reranker.rerank(QUERY, PASSAGES)
     assert str(result.source) == "fallback:retriever order: error CircuitOpenError"
     assert len(tei.requests) == requests_before  # failed fast, without contacting the server
-    assert reranker.metrics.snapshot()["fallback_reasons"]["retriever order: error CircuitOpenError"] == 1
+    snapshot = reranker.metrics.snapshot()
+    assert snapshot["fallback_reasons"]["retriever order: error CircuitOpenError"] == 1
+    assert snapshot["circuit_breakers"][scorer.name] == {"state": "open", "consecutive_failures": 2,
+                                                         "times_opened": 1, "rejected_calls": 1}
 
     time.sleep(0.35)  # cooldown over: one trial request, which succeeds and closes the circuit
     assert reranker.rerank(QUERY, PASSAGES).source.kind is SourceKind.MODEL
     assert breaker.state == "closed"
+    assert reranker.metrics.snapshot()["circuit_breakers"][scorer.name]["state"] == "closed"
 
 
 async def test_async_path_batches_concurrently_and_retries(tei: StandInServer) -> None:
