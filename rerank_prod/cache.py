@@ -41,6 +41,22 @@ class CacheBackend(Protocol):
     async def aset_many(self, items: Mapping[str, bytes], ttl_s: float | None = None) -> None: ...
 
 
+@runtime_checkable
+class EntryLog(Protocol):
+    """Optional backend capability: a bounded, append-only log that every replica reads from its
+    own cursor. The semantic cache publishes its index entries there so replicas share them."""
+
+    def append_log(self, log: str, entries: Sequence[bytes], max_entries: int,
+                   ttl_s: float | None = None) -> None: ...
+
+    def read_log(self, log: str, cursor: str | None, count: int) -> tuple[str | None, list[bytes]]: ...
+
+    async def aappend_log(self, log: str, entries: Sequence[bytes], max_entries: int,
+                          ttl_s: float | None = None) -> None: ...
+
+    async def aread_log(self, log: str, cursor: str | None, count: int) -> tuple[str | None, list[bytes]]: ...
+
+
 class InMemoryCache:
     """Process-local LRU with a TTL per entry (cachetools `TLRUCache`), safe across threads."""
 
@@ -48,7 +64,7 @@ class InMemoryCache:
                  timer: Callable[[], float] = time.monotonic) -> None:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
             raise ValueError(f"maxsize must be a positive int, got {maxsize!r}")
-        _check_ttl(ttl_s)
+        check_ttl(ttl_s)
         self.ttl_s = ttl_s
         self._entries: TLRUCache[str, tuple[bytes, float | None]] = TLRUCache(
             maxsize=maxsize, ttu=self._expires_at, timer=timer
@@ -66,7 +82,7 @@ class InMemoryCache:
         return [entry[0] if entry is not None else None for entry in entries]
 
     def set_many(self, items: Mapping[str, bytes], ttl_s: float | None = None) -> None:
-        _check_ttl(ttl_s)
+        check_ttl(ttl_s)
         ttl = self.ttl_s if ttl_s is None else ttl_s
         with self._lock:
             for key, value in items.items():
@@ -84,12 +100,12 @@ class InMemoryCache:
             return len(self._entries)
 
 
-def _check_ttl(ttl_s: float | None) -> None:
+def check_ttl(ttl_s: float | None) -> None:
     if ttl_s is not None and (isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or ttl_s <= 0):
         raise ValueError(f"ttl_s must be a positive number or None, got {ttl_s!r}")
 
 
-def _digest(*parts: object) -> str:
+def digest(*parts: object) -> str:
     payload = json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -122,13 +138,13 @@ class _Layer:
     def __init__(self, backend: CacheBackend, ttl_s: float | None = None) -> None:
         if not isinstance(backend, CacheBackend):
             raise TypeError(f"backend must implement CacheBackend, got {type(backend).__name__}")
-        _check_ttl(ttl_s)
+        check_ttl(ttl_s)
         self.backend = backend
         self.ttl_s = ttl_s
         self.stats = CacheStats()
 
     def _key(self, *parts: object) -> str:
-        return f"{KEY_PREFIX}:{self.namespace}:{_digest(*parts)}"
+        return f"{KEY_PREFIX}:{self.namespace}:{digest(*parts)}"
 
     @staticmethod
     def _encode(value: object) -> bytes:

@@ -110,8 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="a configuration as comma-separated key=value, repeatable, e.g. "
         "'name=hybrid,fusion=weighted,fusion.retrieval_weight=0.5,gate.min_top_gap=0.3'. "
-        "Keys: name, scorer, fusion, gate, result_cache, score_cache, timeout_s, fallback, "
-        "fallback_timeout_s, top_n, score_threshold ('table.option=value' for options)",
+        "Keys: name, scorer, fusion, gate, result_cache, score_cache, semantic_cache, timeout_s, fallback, "
+        "fallback_timeout_s, top_n, score_threshold ('table.option=value' for options). Scorer types: "
+        "cross-encoder, embedding, openai-embedding, cohere, tei, rerank-server, llm-pointwise, llm-listwise; "
+        "cache backends: memory, redis",
     )
     evaluate.add_argument("--config", type=Path, help="JSON or TOML file listing configurations")
     evaluate.add_argument(

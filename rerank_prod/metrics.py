@@ -1,4 +1,5 @@
-"""In-process metrics: call counts by source, fallback reasons, gate skips, latency percentiles.
+"""In-process metrics: call counts by source, fallback reasons, latency percentiles, cache counters,
+circuit-breaker states.
 
 Cheap enough to stay on in production; `snapshot()` is what an exporter (Prometheus, StatsD,
 logs) reads periodically.
@@ -9,10 +10,11 @@ from __future__ import annotations
 import threading
 from collections import Counter, deque
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from rerank_prod.cache import CacheStats
 from rerank_prod.types import RerankResult, SourceKind
 
 
@@ -23,6 +25,10 @@ def latency_summary(latencies: Iterable[float]) -> dict[str, float | None]:
         return {"p50": None, "p95": None, "p99": None, "mean": None}
     p50, p95, p99 = np.percentile(values, [50, 95, 99]).tolist()
     return {"p50": p50, "p95": p95, "p99": p99, "mean": float(values.mean())}
+
+
+class _Snapshotting(Protocol):
+    def snapshot(self) -> dict[str, Any]: ...
 
 
 class RerankMetrics:
@@ -36,6 +42,21 @@ class RerankMetrics:
         self._by_source: Counter[str] = Counter()
         self._fallback_reasons: Counter[str] = Counter()
         self._latencies: deque[float] = deque(maxlen=latency_window)
+        self._caches: dict[str, list[CacheStats]] = {}
+        self._breakers: dict[str, _Snapshotting] = {}
+
+    def track_cache(self, layer: str, stats: CacheStats) -> None:
+        """Report a cache layer's counters under `snapshot()["cache"][layer]`; layers of the same
+        name (several rerankers sharing these metrics) are summed, each stats object counted once."""
+        with self._lock:
+            tracked = self._caches.setdefault(layer, [])
+            if not any(stats is known for known in tracked):
+                tracked.append(stats)
+
+    def track_breaker(self, backend: str, breaker: _Snapshotting) -> None:
+        """Report a backend's circuit breaker under `snapshot()["circuit_breakers"][backend]`."""
+        with self._lock:
+            self._breakers[backend] = breaker
 
     def record(self, result: RerankResult) -> None:
         with self._lock:
@@ -53,6 +74,16 @@ class RerankMetrics:
                 "calls": self._calls,
                 "by_source": by_source,
                 "fallback_reasons": dict(self._fallback_reasons),
+                "cache": {layer: _summed(tracked) for layer, tracked in self._caches.items()},
             }
+            breakers = dict(self._breakers)
+        snapshot["circuit_breakers"] = {backend: breaker.snapshot() for backend, breaker in breakers.items()}
         snapshot["latency_s"] = latency_summary(latencies)
         return snapshot
+
+
+def _summed(tracked: list[CacheStats]) -> dict[str, int]:
+    total: Counter[str] = Counter({"hits": 0, "misses": 0, "errors": 0})
+    for stats in tracked:
+        total.update(stats.snapshot())
+    return dict(total)

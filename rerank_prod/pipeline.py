@@ -1,8 +1,8 @@
 """The `Reranker` pipeline: validate -> cache -> gate -> score under a deadline -> fuse -> select.
 
-The decision logic is written once, as a generator that yields the I/O it needs (cache reads and
-writes, scoring) and receives the answers. `rerank()` performs that I/O synchronously and
-`arerank()` natively with `await`, so sync and async can never drift apart.
+The decision logic is written once, as a plan (`rerank_prod.effects`): a generator that yields the
+I/O it needs (cache reads and writes, scoring) and receives the answers. `rerank()` performs that
+I/O synchronously and `arerank()` natively with `await`, so sync and async can never drift apart.
 """
 
 from __future__ import annotations
@@ -12,15 +12,17 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from rerank_prod.cache import RankingEntry, ResultCache, ScoreCache
+from rerank_prod.effects import IO, Plan, arun, run
 from rerank_prod.fusion import Fusion
 from rerank_prod.gate import ConfidenceGate
 from rerank_prod.metrics import RerankMetrics
 from rerank_prod.scoring.base import Deadline, Scorer, ScorerError, checked_scores
+from rerank_prod.semantic_cache import SemanticCache
 from rerank_prod.types import (
     Candidate,
     GateDecision,
@@ -40,29 +42,7 @@ class ScoringTimeout(ScorerError):
     """The scorer did not answer within the call's time budget."""
 
 
-# --- the I/O the pipeline asks for -------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class _ReadResult:
-    key: str
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class _WriteResult:
-    key: str
-    ranking: list[RankingEntry]
-
-
-@dataclass(frozen=True, slots=True)
-class _ReadScores:
-    keys: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class _WriteScores:
-    scores: Mapping[str, float]
-
+# --- the I/O the pipeline asks for: cache calls are `IO`, scoring is this -----------------------
 
 @dataclass(frozen=True, slots=True)
 class _Score:
@@ -72,8 +52,16 @@ class _Score:
     deadline: Deadline | None
 
 
-_Effect = _ReadResult | _WriteResult | _ReadScores | _WriteScores | _Score
-_Plan = Generator[_Effect, Any, RerankResult]
+_MODEL_SOURCE = RerankSource(SourceKind.MODEL)
+_CACHED_PAIR = RerankSource(SourceKind.CACHE, "score")
+_CACHED_SEMANTIC = RerankSource(SourceKind.CACHE, "semantic")
+
+
+def _call_source(item_sources: Sequence[RerankSource]) -> RerankSource:
+    """The model's if it scored anything; otherwise the cache layers that answered, e.g. "cache:semantic"."""
+    if _MODEL_SOURCE in item_sources:
+        return _MODEL_SOURCE
+    return RerankSource(SourceKind.CACHE, "+".join(sorted({source.detail for source in item_sources})))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,15 +82,6 @@ def _check_top_n(top_n: int | None) -> None:
         raise ValueError(f"top_n must be a positive int or None, got {top_n!r}")
 
 
-def _advance(plan: _Plan, answer: Any, failure: Exception | None) -> tuple[bool, Any]:
-    """Resume the plan with the answer to its last request (or the failure it caused):
-    (False, next request) while it runs, (True, result) when it is done."""
-    try:
-        return False, plan.throw(failure) if failure is not None else plan.send(answer)
-    except StopIteration as done:
-        return True, done.value
-
-
 def _describe(failure: Exception) -> str:
     """Short reason for `rerank_source`: the exception type, never its message (may hold secrets)."""
     return str(failure) if isinstance(failure, ScoringTimeout) else f"error {type(failure).__name__}"
@@ -116,7 +95,9 @@ class Reranker:
       scores are on another scale).
     - `fusion`: None for pure re-ranking, or `WeightedFusion` / `ReciprocalRankFusion`.
     - `gate`: a `ConfidenceGate` to skip the model when the retriever is already confident.
-    - `result_cache` / `score_cache`: exact-result and pair-score caches (any `CacheBackend`).
+    - `result_cache` / `score_cache` / `semantic_cache`: exact-result, pair-score and semantic
+      caches (any `CacheBackend`; `RedisCache` shares them between replicas). Their hit, miss and
+      error counts appear in `metrics.snapshot()["cache"]`.
     - `timeout_s`: budget for the primary scorer, retries included. On timeout or error the call
       falls back to `fallback_scorer` (within `fallback_timeout_s`), then to the retriever order.
     """
@@ -131,6 +112,7 @@ class Reranker:
         gate: ConfidenceGate | None = None,
         result_cache: ResultCache | None = None,
         score_cache: ScoreCache | None = None,
+        semantic_cache: SemanticCache | None = None,
         timeout_s: float | None = None,
         fallback_scorer: Scorer | None = None,
         fallback_timeout_s: float | None = None,
@@ -139,6 +121,7 @@ class Reranker:
         for name, value, kind in (("scorer", scorer, Scorer), ("fallback_scorer", fallback_scorer, Scorer),
                                   ("result_cache", result_cache, ResultCache),
                                   ("score_cache", score_cache, ScoreCache),
+                                  ("semantic_cache", semantic_cache, SemanticCache),
                                   ("metrics", metrics, RerankMetrics)):
             if value is not None and not isinstance(value, kind):
                 raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
@@ -159,10 +142,18 @@ class Reranker:
         self.gate = gate
         self.result_cache = result_cache
         self.score_cache = score_cache
+        self.semantic_cache = semantic_cache
         self.timeout_s = timeout_s
         self.fallback_scorer = fallback_scorer
         self.fallback_timeout_s = timeout_s if fallback_timeout_s is None else fallback_timeout_s
         self.metrics = metrics if metrics is not None else RerankMetrics()
+        for layer in (result_cache, score_cache, semantic_cache):
+            if layer is not None:
+                self.metrics.track_cache(layer.namespace, layer.stats)
+        for backend in (scorer, fallback_scorer):
+            breaker = getattr(backend, "circuit_breaker", None)
+            if breaker is not None:
+                self.metrics.track_breaker(backend.name, breaker)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -173,30 +164,12 @@ class Reranker:
     # --- public API ------------------------------------------------------------------------------
 
     def rerank(self, query: str, candidates: Iterable[Candidate | str], *, top_n: int | None = None) -> RerankResult:
-        plan = self._plan(self._start(query, candidates, top_n))
-        done, step = _advance(plan, None, None)
-        while not done:
-            try:
-                answer = self._perform(step)
-            except Exception as failure:
-                done, step = _advance(plan, None, failure)
-            else:
-                done, step = _advance(plan, answer, None)
-        return step
+        return run(self._plan(self._start(query, candidates, top_n)), self._perform)
 
     async def arerank(
         self, query: str, candidates: Iterable[Candidate | str], *, top_n: int | None = None
     ) -> RerankResult:
-        plan = self._plan(self._start(query, candidates, top_n))
-        done, step = _advance(plan, None, None)
-        while not done:
-            try:
-                answer = await self._aperform(step)
-            except Exception as failure:
-                done, step = _advance(plan, None, failure)
-            else:
-                done, step = _advance(plan, answer, None)
-        return step
+        return await arun(self._plan(self._start(query, candidates, top_n)), self._aperform)
 
     @property
     def cache_identity(self) -> str:
@@ -223,13 +196,13 @@ class Reranker:
         _check_top_n(top_n)
         return _Call(query, tuple(items), self.top_n if top_n is None else top_n, started)
 
-    def _plan(self, call: _Call) -> _Plan:
+    def _plan(self, call: _Call) -> Plan[RerankResult]:
         if not call.candidates:
             return self._finish(call, [], RerankSource(SourceKind.SKIPPED, "no candidates"))
         result_key = None
         if self.result_cache is not None:
             result_key = self.result_cache.key(self.cache_identity, call.query, call.candidates)
-            cached = yield _ReadResult(result_key, len(call.candidates))
+            cached = yield IO(self.result_cache, "get", (result_key, len(call.candidates)))
             if cached is not None:
                 return self._finish(call, cached, RerankSource(SourceKind.CACHE))
         decision = self.gate.decide(call.candidates) if self.gate is not None else None
@@ -237,37 +210,60 @@ class Reranker:
             return self._finish(call, self._retriever_order(call),
                                 RerankSource(SourceKind.SKIPPED, f"gate: {decision.reason}"), decision)
         try:
-            scores = yield from self._scores(self.scorer, call, self.timeout_s)
+            scores, item_sources = yield from self._scores(self.scorer, call, self.timeout_s)
         except Exception as failure:
             return (yield from self._fallback(call, failure, decision))
         ranking = self._rank(call, scores)
         if result_key is not None:
-            yield _WriteResult(result_key, ranking)
-        return self._finish(call, ranking, RerankSource(SourceKind.MODEL), decision)
+            yield IO(self.result_cache, "put", (result_key, ranking))
+        return self._finish(call, ranking, _call_source(item_sources), decision, item_sources)
 
-    def _scores(self, scorer: Scorer, call: _Call, timeout_s: float | None) -> Generator[_Effect, Any, list[float]]:
+    def _scores(self, scorer: Scorer, call: _Call,
+                timeout_s: float | None) -> Plan[tuple[list[float], list[RerankSource]]]:
+        """A score per candidate, and where each came from: the pair cache (exact query), the
+        semantic cache (a near-identical query), or the model for whatever neither had."""
         deadline = None if timeout_s is None else Deadline.after(timeout_s)
         texts = [c.text for c in call.candidates]
-        if self.score_cache is None:
-            return (yield _Score(scorer, call.query, texts, deadline))
-        keys = self.score_cache.keys(scorer.identity, call.query, texts)
-        scores: list[float | None] = yield _ReadScores(keys)
+        # A score that depends on the other candidates (listwise LLM, top-n cut) is no pair score:
+        # neither the pair cache nor the semantic cache may hold it.
+        if not getattr(scorer, "independent_scores", True):
+            fresh = yield _Score(scorer, call.query, texts, deadline)
+            return list(fresh), [_MODEL_SOURCE] * len(texts)
+        scores: list[float | None] = [None] * len(texts)
+        pair_keys: list[str] = []
+        if self.score_cache is not None:
+            pair_keys = self.score_cache.keys(scorer.identity, call.query, texts)
+            scores = yield IO(self.score_cache, "get_many", (pair_keys,))
+        sources = [_MODEL_SOURCE if score is None else _CACHED_PAIR for score in scores]
+        unseen = [i for i, score in enumerate(scores) if score is None]
+        semantic = None
+        if self.semantic_cache is not None and unseen:
+            semantic = yield from self.semantic_cache.lookup_plan(scorer.identity, call.query,
+                                                                  [texts[i] for i in unseen])
+            for i, score in zip(unseen, semantic.scores, strict=True):
+                if score is not None:
+                    scores[i], sources[i] = score, _CACHED_SEMANTIC
         missing = [i for i, score in enumerate(scores) if score is None]
         if missing:
             fresh = yield _Score(scorer, call.query, [texts[i] for i in missing], deadline)
             for i, score in zip(missing, fresh, strict=True):
                 scores[i] = score
-            yield _WriteScores({keys[i]: fresh_score for i, fresh_score in zip(missing, fresh, strict=True)})
-        return cast(list[float], scores)
+            if pair_keys:
+                yield IO(self.score_cache, "put_many", ({pair_keys[i]: scores[i] for i in missing},))
+        if semantic is not None:
+            yield from self.semantic_cache.store_plan(  # type: ignore[union-attr]
+                scorer.identity, call.query, semantic,
+                {texts[i]: scores[i] for i in unseen if sources[i] is not _CACHED_SEMANTIC})
+        return cast(list[float], scores), sources
 
-    def _fallback(self, call: _Call, failure: Exception, decision: GateDecision | None) -> _Plan:
+    def _fallback(self, call: _Call, failure: Exception, decision: GateDecision | None) -> Plan[RerankResult]:
         reason = _describe(failure)
         logger.warning("re-ranking with %s failed (%s: %s); falling back", self.scorer.name,
                        type(failure).__name__, failure)
         if self.fallback_scorer is not None:
             secondary = self.fallback_scorer
             try:
-                scores = yield from self._scores(secondary, call, self.fallback_timeout_s)
+                scores, _ = yield from self._scores(secondary, call, self.fallback_timeout_s)
             except Exception as secondary_failure:
                 reason = f"{reason}; secondary {secondary.name}: {_describe(secondary_failure)}"
                 logger.warning("fallback scorer %s failed too: %s", secondary.name, secondary_failure)
@@ -289,7 +285,9 @@ class Reranker:
         return [(i, 1.0 / (1 + i), None) for i in range(len(call.candidates))]
 
     def _finish(self, call: _Call, ranking: Sequence[RankingEntry], source: RerankSource,
-                decision: GateDecision | None = None) -> RerankResult:
+                decision: GateDecision | None = None,
+                item_sources: Sequence[RerankSource] | None = None) -> RerankResult:
+        """`item_sources`: per candidate (by original rank) when they differ; else all get `source`."""
         threshold = self.score_threshold if source.kind in (SourceKind.MODEL, SourceKind.CACHE) else None
         items: list[RankedCandidate] = []
         for original_rank, relevance, rerank_score in ranking:
@@ -297,39 +295,19 @@ class Reranker:
                 break
             if threshold is not None and relevance < threshold:
                 continue
-            items.append(RankedCandidate(call.candidates[original_rank], original_rank, relevance,
-                                         rerank_score, source))
+            items.append(RankedCandidate(call.candidates[original_rank], original_rank, relevance, rerank_score,
+                                         source if item_sources is None else item_sources[original_rank]))
         result = RerankResult(call.query, tuple(items), source, time.perf_counter() - call.started, decision)
         self.metrics.record(result)
         return result
 
     # --- performing the I/O ----------------------------------------------------------------------
 
-    def _perform(self, effect: _Effect) -> Any:
-        match effect:
-            case _ReadResult(key, count):
-                return self.result_cache.get(key, count)  # type: ignore[union-attr]
-            case _WriteResult(key, ranking):
-                return self.result_cache.put(key, ranking)  # type: ignore[union-attr]
-            case _ReadScores(keys):
-                return self.score_cache.get_many(keys)  # type: ignore[union-attr]
-            case _WriteScores(scores):
-                return self.score_cache.put_many(scores)  # type: ignore[union-attr]
-            case _Score():
-                return self._score_sync(effect)
+    def _perform(self, effect: _Score | IO) -> Any:
+        return self._score_sync(effect) if isinstance(effect, _Score) else effect.perform()
 
-    async def _aperform(self, effect: _Effect) -> Any:
-        match effect:
-            case _ReadResult(key, count):
-                return await self.result_cache.aget(key, count)  # type: ignore[union-attr]
-            case _WriteResult(key, ranking):
-                return await self.result_cache.aput(key, ranking)  # type: ignore[union-attr]
-            case _ReadScores(keys):
-                return await self.score_cache.aget_many(keys)  # type: ignore[union-attr]
-            case _WriteScores(scores):
-                return await self.score_cache.aput_many(scores)  # type: ignore[union-attr]
-            case _Score():
-                return await self._score_async(effect)
+    async def _aperform(self, effect: _Score | IO) -> Any:
+        return await self._score_async(effect) if isinstance(effect, _Score) else await effect.aperform()
 
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._pool_lock:

@@ -47,3 +47,13 @@ def cross_encoder(cross_encoder_path: str):
     from rerank_prod import CrossEncoderScorer
 
     return CrossEncoderScorer(cross_encoder_path)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    """A real redis-server on 127.0.0.1 on a free port, for this test only."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()

@@ -161,3 +161,27 @@ def ndcg_at_10(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]
     evaluator = pytrec_eval.RelevanceEvaluator({q: qrels[q] for q in run}, {"ndcg_cut.10"})
     per_query = evaluator.evaluate(run)
     return sum(m["ndcg_cut_10"] for m in per_query.values()) / len(per_query)
+
+
+class CountingScorer:
+    """Wraps a real scorer and records every text it is asked to score."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.scored_texts: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def identity(self) -> str:
+        return self.inner.identity
+
+    def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+        self.scored_texts.extend(texts)
+        return self.inner.score(query, texts, deadline=deadline)
+
+    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+        self.scored_texts.extend(texts)
+        return await self.inner.ascore(query, texts, deadline=deadline)

@@ -6,7 +6,16 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from rerank_prod import Candidate, InMemoryCache, Reranker, ResultCache, ScoreCache, SourceKind, WeightedFusion
+from rerank_prod import (
+    Candidate,
+    InMemoryCache,
+    Reranker,
+    RerankMetrics,
+    ResultCache,
+    ScoreCache,
+    SourceKind,
+    WeightedFusion,
+)
 from tests.support import ConstantTimeScorer
 
 
@@ -138,3 +147,24 @@ async def test_a_failing_cache_never_fails_the_call(caplog: pytest.LogCaptureFix
     assert (await reranker.arerank("red", ["blue", "red"]))[0].candidate.text == "red"
     assert layers["result_cache"].stats.errors == 4 and layers["score_cache"].stats.errors == 4
     assert "cache read failed" in caplog.text
+
+
+def test_pair_cache_hits_are_labelled_per_candidate() -> None:
+    reranker = Reranker(ConstantTimeScorer(), score_cache=ScoreCache(InMemoryCache()))
+    reranker.rerank("red fox", ["a red fox", "blue sky"])
+    mixed = reranker.rerank("red fox", ["blue sky", "red sky", "a red fox"])
+    assert {i.candidate.text: str(i.source) for i in mixed} == {"blue sky": "cache:score", "a red fox": "cache:score",
+                                                                 "red sky": "model"}
+    assert mixed.source.kind is SourceKind.MODEL  # the model ran for part of the call
+    cached = reranker.rerank("red fox", ["red sky", "blue sky"])
+    assert str(cached.source) == "cache:score"
+    assert reranker.metrics.snapshot()["by_source"]["cache"] == 1
+
+
+def test_metrics_sum_layers_shared_by_rerankers() -> None:
+    metrics = RerankMetrics()
+    shared_layer = ResultCache(InMemoryCache())
+    for _ in range(2):  # two rerankers, one layer object: counted once
+        Reranker(ConstantTimeScorer(), result_cache=shared_layer, metrics=metrics).rerank("red", ["red"])
+    Reranker(ConstantTimeScorer(), result_cache=ResultCache(InMemoryCache()), metrics=metrics).rerank("red", ["red"])
+    assert metrics.snapshot()["cache"] == {"result": {"hits": 1, "misses": 2, "errors": 0}}

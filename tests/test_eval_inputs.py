@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rerank_prod import Reranker, WeightedFusion
+from rerank_prod import RedisCache, Reranker, SemanticCache, TEIScorer, WeightedFusion
 from rerank_prod.evaluation.configs import (
     SCORERS,
     build_reranker,
@@ -178,6 +178,24 @@ def test_config_scorer_options_lay_over_the_default_scorer_of_the_same_type() ->
     assert other["scorer"] == {"type": "overlap"}
 
 
+def test_every_core_backend_is_reachable_by_name(embedder_path) -> None:
+    assert set(SCORERS) >= {"cross-encoder", "embedding", "openai-embedding", "cohere", "tei", "rerank-server",
+                            "llm-pointwise", "llm-listwise"}  # fmt: skip
+    [spec] = resolve_specs(
+        [
+            "scorer=tei,scorer.base_url=http://127.0.0.1:9,result_cache=redis,result_cache.url=redis://127.0.0.1:9/0,"
+            f"semantic_cache.embedder={embedder_path},semantic_cache.threshold=0.9"
+        ],
+        None,
+        DEFAULT_SCORER,
+    )
+    reranker = build_reranker(spec)  # nothing connects before the first call
+    assert isinstance(reranker.scorer, TEIScorer)
+    assert isinstance(reranker.result_cache.backend, RedisCache)
+    assert isinstance(reranker.semantic_cache, SemanticCache) and reranker.semantic_cache.threshold == 0.9
+    assert spec["name"] == "tei + cached"
+
+
 @pytest.mark.parametrize(
     ("flag", "message"),
     [
@@ -187,7 +205,7 @@ def test_config_scorer_options_lay_over_the_default_scorer_of_the_same_type() ->
         ("gate.min_top_gap=2", "min_top_gap must be a number in"),
         ("gate.bogus=1", "gate: .*bogus"),
         ("top_n=0", "re-ranker 'overlap': top_n must be a positive int"),
-        ("result_cache=redis", "unknown cache backend 'redis'; known: memory"),
+        ("result_cache=nope", "unknown cache backend 'nope'; known: memory, redis"),
     ],
 )
 def test_bad_configurations_fail_with_clear_errors(overlap, flag, message) -> None:

@@ -155,6 +155,6 @@ def test_core_import_stays_light() -> None:
     import sys
 
     code = ("import sys, rerank_prod; heavy = [m for m in ('torch', 'sentence_transformers', 'langchain_core', "
-            "'llama_index', 'bm25s') if m in sys.modules]; print(heavy)")
+            "'llama_index', 'bm25s', 'redis') if m in sys.modules]; print(heavy)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "[]"

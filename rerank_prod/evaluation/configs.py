@@ -6,13 +6,16 @@ A configuration is a dict; every `Reranker` setting is reachable from it:
      "scorer": {"type": "cross-encoder", "model": "path/or/hub-id", "activation": "identity"},
      "fusion": {"type": "weighted", "rerank_weight": 0.5, "retrieval_weight": 0.5},
      "gate": {"min_top_gap": 0.3},
-     "result_cache": true, "score_cache": {"maxsize": 100000, "ttl_s": null},
+     "result_cache": true, "score_cache": {"backend": "redis", "url": "redis://localhost:6379/0"},
+     "semantic_cache": {"embedder": "all-MiniLM-L6-v2", "threshold": 0.95, "backend": "memory"},
      "timeout_s": 2.0, "fallback": {"type": "cross-encoder", "model": "smaller-model"},
      "top_n": null, "score_threshold": null}
 
-Scorers and cache backends are built by name from small registries, so a new backend plugs in
-with `register_scorer("cohere", lambda **options: CohereScorer(**options))` (or
-`register_cache_backend`) and is then usable from flags and files without touching the CLI.
+Scorers and cache backends are built by name from small registries (`SCORERS`, `CACHE_BACKENDS`):
+every scorer and backend of the core is there, and your own plugs in with
+`register_scorer("mine", lambda **options: MyScorer(**options))` (or `register_cache_backend`), usable
+from flags and files without touching the CLI (`rerank-prod eval --plugin my_module`). Objects that
+are not plain data (`RetryPolicy`, `CircuitBreaker`) keep their defaults; register a factory to set them.
 """
 
 from __future__ import annotations
@@ -23,11 +26,24 @@ from pathlib import Path
 from typing import Any
 
 from rerank_prod.cache import CacheBackend, InMemoryCache, ResultCache, ScoreCache
+from rerank_prod.cache_redis import RedisCache
 from rerank_prod.evaluation.dataset import EvalInputError
 from rerank_prod.fusion import ReciprocalRankFusion, WeightedFusion
 from rerank_prod.gate import ConfidenceGate
 from rerank_prod.pipeline import Reranker
-from rerank_prod.scoring import DEFAULT_CROSS_ENCODER, CrossEncoderScorer, Scorer
+from rerank_prod.scoring import (
+    DEFAULT_CROSS_ENCODER,
+    CohereScorer,
+    CrossEncoderScorer,
+    LLMListwiseScorer,
+    LLMPointwiseScorer,
+    OpenAIEmbeddingScorer,
+    RerankServerScorer,
+    Scorer,
+    SentenceTransformerEmbeddingScorer,
+    TEIScorer,
+)
+from rerank_prod.semantic_cache import SemanticCache
 
 Spec = dict[str, Any]
 
@@ -38,21 +54,36 @@ CONFIG_KEYS = (
     "gate",
     "result_cache",
     "score_cache",
+    "semantic_cache",
     "timeout_s",
     "fallback",
     "fallback_timeout_s",
     "top_n",
     "score_threshold",
 )
-_TABLE_KEYS = ("scorer", "fusion", "gate", "result_cache", "score_cache", "fallback")
+_TABLE_KEYS = ("scorer", "fusion", "gate", "result_cache", "score_cache", "semantic_cache", "fallback")
 
 
 def _cross_encoder(model: str = DEFAULT_CROSS_ENCODER, **options: Any) -> Scorer:
     return CrossEncoderScorer(model, **options)
 
 
-SCORERS: dict[str, Callable[..., Scorer]] = {"cross-encoder": _cross_encoder}
-CACHE_BACKENDS: dict[str, Callable[..., CacheBackend]] = {"memory": InMemoryCache}
+def _embedding(model: str, **options: Any) -> Scorer:
+    return SentenceTransformerEmbeddingScorer(model, **options)
+
+
+SCORERS: dict[str, Callable[..., Scorer]] = {
+    "cross-encoder": _cross_encoder,
+    "embedding": _embedding,
+    "openai-embedding": OpenAIEmbeddingScorer,
+    "cohere": CohereScorer,
+    "tei": TEIScorer,
+    "rerank-server": RerankServerScorer,
+    "llm-pointwise": LLMPointwiseScorer,
+    "llm-listwise": LLMListwiseScorer,
+}
+"""Scorer types by name; `model` is the model option of each (a path or hub id for local models)."""
+CACHE_BACKENDS: dict[str, Callable[..., CacheBackend]] = {"memory": InMemoryCache, "redis": RedisCache}
 FUSIONS: dict[str, Callable[..., Any]] = {"weighted": WeightedFusion, "rrf": ReciprocalRankFusion}
 
 
@@ -98,25 +129,31 @@ def _options(value: Any) -> dict[str, Any] | None:
     return {} if value is True else dict(value)
 
 
-def _cache(layer: type[ResultCache] | type[ScoreCache], options: dict[str, Any] | None) -> Any:
-    if options is None:
-        return None
-    return layer(_registered("cache backend", CACHE_BACKENDS, options, "backend", "memory"))
+def _backend(options: dict[str, Any]) -> CacheBackend:
+    return _registered("cache backend", CACHE_BACKENDS, options, "backend", "memory")
+
+
+def _semantic_cache(options: dict[str, Any]) -> SemanticCache:
+    """Semantic-cache options, plus `backend` and `backend_options` for its store."""
+    backend = _backend({"backend": options.pop("backend", "memory"), **options.pop("backend_options", {})})
+    return _construct("semantic_cache", lambda **kw: SemanticCache(backend, **kw), options)
 
 
 def build_reranker(spec: Spec) -> Reranker:
     """A `Reranker` from a configuration checked by `normalize_spec`. The cheap parts are built
     first, so a mistake in them is reported before any model loads."""
-    fusion, gate, result_cache, score_cache, fallback = (
-        _options(spec.get(key)) for key in ("fusion", "gate", "result_cache", "score_cache", "fallback")
+    fusion, gate, result_cache, score_cache, semantic_cache, fallback = (
+        _options(spec.get(key))
+        for key in ("fusion", "gate", "result_cache", "score_cache", "semantic_cache", "fallback")
     )
     settings = {
         "fusion": None if fusion is None else _registered("fusion", FUSIONS, fusion, "type", "weighted"),
         "gate": None if gate is None else _construct("gate", ConfidenceGate, gate),
-        "result_cache": _cache(ResultCache, result_cache),
-        "score_cache": _cache(ScoreCache, score_cache),
+        "result_cache": None if result_cache is None else ResultCache(_backend(result_cache)),
+        "score_cache": None if score_cache is None else ScoreCache(_backend(score_cache)),
         **{key: spec.get(key) for key in ("top_n", "score_threshold", "timeout_s", "fallback_timeout_s")},
     }
+    settings["semantic_cache"] = None if semantic_cache is None else _semantic_cache(semantic_cache)
     settings["fallback_scorer"] = None if fallback is None else build_scorer(fallback)
     scorer = build_scorer(spec["scorer"])
     return _construct(f"re-ranker {spec['name']!r}", lambda **kw: Reranker(scorer, **kw), settings)
@@ -156,7 +193,7 @@ def describe(spec: Spec) -> str:
         parts.append(f"{fusion.get('type', 'weighted')}{' ' + weights if weights else ''}")
     if spec.get("gate"):
         parts.append("gated")
-    if spec.get("result_cache") or spec.get("score_cache"):
+    if spec.get("result_cache") or spec.get("score_cache") or spec.get("semantic_cache"):
         parts.append("cached")
     if spec.get("fallback") or spec.get("timeout_s"):
         parts.append("deadline")

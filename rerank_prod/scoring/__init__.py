@@ -1,6 +1,24 @@
 """Scorer backends behind one protocol. Optional dependencies are imported when a scorer is built."""
 
 from rerank_prod.scoring.base import Deadline, Scorer, ScorerError, checked_scores
+from rerank_prod.scoring.cohere import CohereScorer
 from rerank_prod.scoring.cross_encoder import DEFAULT_CROSS_ENCODER, CrossEncoderScorer
+from rerank_prod.scoring.embedding import OpenAIEmbeddingScorer, SentenceTransformerEmbeddingScorer
+from rerank_prod.scoring.http_servers import RerankServerScorer, TEIScorer
+from rerank_prod.scoring.llm import LLMListwiseScorer, LLMPointwiseScorer
 
-__all__ = ["DEFAULT_CROSS_ENCODER", "CrossEncoderScorer", "Deadline", "Scorer", "ScorerError", "checked_scores"]
+__all__ = [
+    "DEFAULT_CROSS_ENCODER",
+    "CohereScorer",
+    "CrossEncoderScorer",
+    "Deadline",
+    "LLMListwiseScorer",
+    "LLMPointwiseScorer",
+    "OpenAIEmbeddingScorer",
+    "RerankServerScorer",
+    "Scorer",
+    "ScorerError",
+    "SentenceTransformerEmbeddingScorer",
+    "TEIScorer",
+    "checked_scores",
+]

@@ -3,34 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from rerank_prod.scoring.base import Deadline, checked_scores
-
-if TYPE_CHECKING:
-    from sentence_transformers import CrossEncoder
+from rerank_prod.scoring.dependencies import load_sentence_transformers_model
 
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 Activation = Literal["default", "sigmoid", "identity"]
 _ACTIVATIONS: tuple[str, ...] = ("default", "sigmoid", "identity")
-
-
-@functools.lru_cache(maxsize=8)
-def _load_cross_encoder(
-    model_name_or_path: str, device: str | None, max_length: int | None, trust_remote_code: bool
-) -> CrossEncoder:
-    """One loaded model per distinct configuration, shared by every scorer that asks for it."""
-    try:
-        from sentence_transformers import CrossEncoder
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise ImportError(
-            "CrossEncoderScorer needs sentence-transformers: pip install 'rerank-prod[cross-encoder]'"
-        ) from exc
-    return CrossEncoder(
-        model_name_or_path, device=device, max_length=max_length, trust_remote_code=trust_remote_code
-    )
 
 
 class CrossEncoderScorer:
@@ -63,7 +44,9 @@ class CrossEncoderScorer:
         self.batch_size = batch_size
         self.max_length = max_length
         self.activation = activation
-        self._model = _load_cross_encoder(model_name_or_path, device, max_length, trust_remote_code)
+        self._model = load_sentence_transformers_model(
+            "CrossEncoder", model_name_or_path, needed_by="CrossEncoderScorer", extra="cross-encoder", device=device,
+            max_length=max_length, trust_remote_code=trust_remote_code)
         self._activation_fn = self._resolve_activation(activation)
 
     @staticmethod

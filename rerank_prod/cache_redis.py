@@ -1,0 +1,188 @@
+"""Redis cache backend: shared by every replica, one round trip per cache call.
+
+Reads are one MGET, writes one pipelined batch of `SET ... PX`. Socket timeouts are short and a
+call retries once without backoff, so a dead Redis costs milliseconds (the cache layer then
+treats it as "no cache") and a restarted Redis is picked up again on the next call through the
+connection pool. redis-py's own default (10 retries with backoff) would stall every re-rank for
+seconds while Redis is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from rerank_prod.cache import check_ttl
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
+
+_SCHEMES = ("redis", "rediss", "unix")
+_LOG_FIELD = b"d"
+
+
+def _import_redis() -> Any:
+    try:
+        import redis
+        import redis.asyncio
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ImportError("RedisCache needs the redis client: pip install 'rerank-prod[redis]'") from exc
+    return redis
+
+
+def _check_timeout(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+class RedisCache:
+    """`CacheBackend` (and `EntryLog`) on Redis, with sync and native async clients.
+
+    - `url`: `redis://[user:password@]host:port/db`, `rediss://...` for TLS (pass `ssl_ca_certs=`,
+      `ssl_certfile=`, ... as keyword arguments), or `unix:///path/to/socket`.
+    - `key_prefix`: prepended to every key, to share one Redis between applications.
+    - `ttl_s`: default time to live of an entry (None: no expiry); a cache layer's own `ttl_s` wins.
+    - `socket_timeout_s` / `connect_timeout_s`: how long one Redis operation may stall a re-rank.
+    - other keyword arguments go to `redis.Redis.from_url` (and its asyncio twin) unchanged.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        key_prefix: str = "",
+        ttl_s: float | None = 3600.0,
+        socket_timeout_s: float = 0.25,
+        connect_timeout_s: float = 0.25,
+        **client_kwargs: Any,
+    ) -> None:
+        if not isinstance(url, str) or urlsplit(url).scheme not in _SCHEMES:
+            raise ValueError(f"url must be a redis://, rediss:// or unix:// URL, got {url!r}")
+        if not isinstance(key_prefix, str):
+            raise TypeError(f"key_prefix must be a str, got {type(key_prefix).__name__}")
+        if client_kwargs.get("decode_responses"):
+            raise ValueError("decode_responses must stay off: cache values are bytes")
+        check_ttl(ttl_s)
+        _check_timeout("socket_timeout_s", socket_timeout_s)
+        _check_timeout("connect_timeout_s", connect_timeout_s)
+        redis_module = _import_redis()
+        from redis.asyncio.retry import Retry as AsyncRetry
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self.url = url
+        self.key_prefix = key_prefix
+        self.ttl_s = ttl_s
+        options = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": connect_timeout_s,
+                   **client_kwargs}
+        # One immediate retry: enough to replace a pooled connection that died with a restarted Redis.
+        self._client: redis.Redis = redis_module.Redis.from_url(url, **{"retry": Retry(NoBackoff(), 1), **options})
+        self._async_options = {"retry": AsyncRetry(NoBackoff(), 1), **options}
+        # redis.asyncio connections belong to the event loop that opened them: one client per loop.
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __repr__(self) -> str:
+        """The URL without its credentials."""
+        location = urlsplit(self.url)
+        netloc = f"{location.hostname or ''}{f':{location.port}' if location.port else ''}"
+        return f"RedisCache({location._replace(netloc=netloc).geturl()!r}, key_prefix={self.key_prefix!r})"
+
+    def _async_client(self) -> redis.asyncio.Redis:
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = _import_redis().asyncio.Redis.from_url(self.url, **self._async_options)
+            self._async_clients[loop] = client
+        return client
+
+    def _names(self, keys: Sequence[str]) -> list[str]:
+        return [self.key_prefix + key for key in keys]
+
+    def _expiry_ms(self, ttl_s: float | None) -> int | None:
+        check_ttl(ttl_s)
+        ttl = self.ttl_s if ttl_s is None else ttl_s
+        return None if ttl is None else max(1, round(ttl * 1000))
+
+    # --- CacheBackend ----------------------------------------------------------------------------
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return list(self._client.mget(self._names(keys))) if keys else []
+
+    async def aget_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return list(await self._async_client().mget(self._names(keys))) if keys else []
+
+    def set_many(self, items: Mapping[str, bytes], ttl_s: float | None = None) -> None:
+        if items:
+            self._queue_sets(self._client.pipeline(transaction=False), items, ttl_s).execute()
+
+    async def aset_many(self, items: Mapping[str, bytes], ttl_s: float | None = None) -> None:
+        if items:
+            await self._queue_sets(self._async_client().pipeline(transaction=False), items, ttl_s).execute()
+
+    def _queue_sets(self, pipe: Any, items: Mapping[str, bytes], ttl_s: float | None) -> Any:
+        expiry_ms = self._expiry_ms(ttl_s)
+        for name, value in zip(self._names(list(items)), items.values(), strict=True):
+            pipe.set(name, value, px=expiry_ms)
+        return pipe
+
+    # --- EntryLog: a capped Redis stream ------------------------------------------------------------
+
+    def append_log(self, log: str, entries: Sequence[bytes], max_entries: int,
+                   ttl_s: float | None = None) -> None:
+        if entries:
+            self._queue_appends(self._client.pipeline(transaction=False), log, entries, max_entries,
+                                ttl_s).execute()
+
+    async def aappend_log(self, log: str, entries: Sequence[bytes], max_entries: int,
+                          ttl_s: float | None = None) -> None:
+        if entries:
+            await self._queue_appends(self._async_client().pipeline(transaction=False), log, entries,
+                                      max_entries, ttl_s).execute()
+
+    def _queue_appends(self, pipe: Any, log: str, entries: Sequence[bytes], max_entries: int,
+                       ttl_s: float | None) -> Any:
+        name = self.key_prefix + log
+        for entry in entries:
+            pipe.xadd(name, {_LOG_FIELD: entry}, maxlen=max_entries, approximate=True)
+        expiry_ms = self._expiry_ms(ttl_s)
+        if expiry_ms is not None:
+            pipe.pexpire(name, expiry_ms)
+        return pipe
+
+    def read_log(self, log: str, cursor: str | None, count: int) -> tuple[str | None, list[bytes]]:
+        return self._parse_log(self._client.xread({self.key_prefix + log: cursor or "0-0"}, count=count),
+                               cursor)
+
+    async def aread_log(self, log: str, cursor: str | None, count: int) -> tuple[str | None, list[bytes]]:
+        reply = await self._async_client().xread({self.key_prefix + log: cursor or "0-0"}, count=count)
+        return self._parse_log(reply, cursor)
+
+    @staticmethod
+    def _parse_log(reply: Any, cursor: str | None) -> tuple[str | None, list[bytes]]:
+        """XREAD reply of one stream (RESP2: [[name, messages]], RESP3: {name: [messages]})
+        -> (id of the last entry read, entry payloads)."""
+        if isinstance(reply, dict):
+            reply = [(name, messages) for name, (messages,) in reply.items()]
+        messages = reply[0][1] if reply else []
+        if not messages:
+            return cursor, []
+        last_id = messages[-1][0]
+        return (last_id.decode() if isinstance(last_id, bytes) else last_id,
+                [fields[_LOG_FIELD] for _, fields in messages if _LOG_FIELD in fields])
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._client.close()
+
+    async def aclose(self) -> None:
+        """Closes the client of the running event loop."""
+        client = self._async_clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()

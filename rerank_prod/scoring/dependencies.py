@@ -1,0 +1,43 @@
+"""Optional dependencies: missing ones reported at construction with the extra to install, and
+sentence-transformers models loaded once per configuration, shared by every user in the process."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from typing import Any, Literal
+
+ModelClass = Literal["CrossEncoder", "SentenceTransformer"]
+
+
+def require_extra(module: str, needed_by: str, extra: str) -> None:
+    """Fail at construction, naming the extra to install, when an optional dependency is missing."""
+    if importlib.util.find_spec(module) is None:
+        raise ImportError(f"{needed_by} needs {module}: pip install 'rerank-prod[{extra}]'")
+
+
+def load_sentence_transformers_model(
+    model_class: ModelClass,
+    model_name_or_path: str,
+    *,
+    needed_by: str,
+    extra: str,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    max_length: int | None = None,
+) -> Any:
+    """A `CrossEncoder` or `SentenceTransformer`; scorers and caches asking for the same model with
+    the same settings get the same instance (one copy of the weights in memory)."""
+    require_extra("sentence_transformers", needed_by, extra)
+    return _load(model_class, model_name_or_path, device, trust_remote_code, max_length)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(model_class: ModelClass, model_name_or_path: str, device: str | None, trust_remote_code: bool,
+          max_length: int | None) -> Any:
+    import sentence_transformers
+
+    options: dict[str, Any] = {"device": device, "trust_remote_code": trust_remote_code}
+    if max_length is not None:  # a CrossEncoder setting; SentenceTransformer has no such argument
+        options["max_length"] = max_length
+    return getattr(sentence_transformers, model_class)(model_name_or_path, **options)
