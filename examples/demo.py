@@ -9,13 +9,14 @@ bundled passages and the standard hub model `cross-encoder/ms-marco-MiniLM-L-6-v
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import textwrap
 import time
 from pathlib import Path
 
 from rerank_prod import Candidate
+from rerank_prod.evaluation.dataset import BeirDataset, Document, load_beir
+from rerank_prod.evaluation.first_stage import bm25_rankings, candidate_sets
 
 SHARED = Path(os.environ.get("RERANK_PROD_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 LOCAL_MODEL = SHARED / "models" / "minilm-l6-scifact-ce"
@@ -32,34 +33,13 @@ BUNDLED_PASSAGES = [
 BUNDLED_QUERIES = ["Aspirin prevents heart attacks.", "Exercise lowers cardiovascular risk."]
 
 
-def load_passages() -> tuple[list[str], list[str], list[tuple[str, set[str]]]]:
-    """(passage ids, passages, [(query, relevant passage ids)]): SciFact test claims with their
-    judged-relevant abstracts when available (only a query's text is read)."""
-    if not SCIFACT.exists():
-        return [str(i) for i in range(len(BUNDLED_PASSAGES))], BUNDLED_PASSAGES, [(q, set()) for q in BUNDLED_QUERIES]
-    with (SCIFACT / "corpus.jsonl").open(encoding="utf-8") as handle:
-        docs = [json.loads(line) for line in handle]
-    with (SCIFACT / "queries.jsonl").open(encoding="utf-8") as handle:
-        queries = {q["_id"]: q["text"] for q in map(json.loads, handle)}
-    relevant: dict[str, set[str]] = {}
-    for line in (SCIFACT / "qrels" / "test.tsv").read_text().splitlines()[1:]:
-        query_id, doc_id, _ = line.split("\t")
-        relevant.setdefault(query_id, set()).add(doc_id)
-    return ([d["_id"] for d in docs], [f"{d['title']}. {d['text']}" for d in docs],
-            [(queries[q], docs_for_query) for q, docs_for_query in relevant.items()])
-
-
-def bm25_retrieve(passages: list[str], queries: list[str], depth: int):
-    """First stage: BM25 (bm25s, stemmer + stop words), returning (index, score) hits per query."""
-    import bm25s
-    import Stemmer
-
-    stemmer = Stemmer.Stemmer("english")
-    index = bm25s.BM25()
-    index.index(bm25s.tokenize(passages, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
-    hits, scores = index.retrieve(bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False),
-                                  k=min(depth, len(passages)), show_progress=False, n_threads=1)
-    return [list(zip(hits[row].tolist(), scores[row].tolist(), strict=True)) for row in range(len(queries))]
+def load_dataset() -> BeirDataset:
+    """SciFact's test claims when available (only a query's text is read), else the bundled passages."""
+    if SCIFACT.exists():
+        return load_beir(SCIFACT, "test")
+    corpus = {str(i): Document(title="", text=text) for i, text in enumerate(BUNDLED_PASSAGES)}
+    queries = {f"q{i}": text for i, text in enumerate(BUNDLED_QUERIES)}
+    return BeirDataset(Path("bundled"), "none", corpus, queries, {qid: {} for qid in queries})
 
 
 def show(title: str, rows: list[tuple[str, Candidate]], relevant: set[str], width: int = 96) -> None:
@@ -89,33 +69,33 @@ def main() -> None:
     )
 
     model = str(LOCAL_MODEL) if LOCAL_MODEL.exists() else DEFAULT_CROSS_ENCODER
-    ids, passages, judged = load_passages()
-    judged = judged[: args.queries]
-    queries = [query for query, _ in judged]
+    dataset = load_dataset()
+    query_ids = dataset.query_ids[: args.queries]
+    candidates = candidate_sets(dataset, bm25_rankings(dataset, query_ids, args.depth))
     started = time.perf_counter()
     scorer = CrossEncoderScorer(model)
-    print(f"model: {model} (loaded in {time.perf_counter() - started:.1f}s); {len(passages)} passages")
+    print(f"model: {model} (loaded in {time.perf_counter() - started:.1f}s); {len(dataset.corpus)} passages")
 
     # One pair-score cache shared by both: the hybrid pass reuses the pure pass's model scores.
     scores = ScoreCache(InMemoryCache())
     pure = Reranker(scorer, top_n=args.top_n, score_cache=scores)
     hybrid = Reranker(scorer, top_n=args.top_n, score_cache=scores,
                       fusion=WeightedFusion(rerank_weight=0.5, retrieval_weight=0.5))
-    for (query, relevant), hits in zip(judged, bm25_retrieve(passages, queries, args.depth), strict=True):
-        candidates = [Candidate(passages[i], id=ids[i], retrieval_score=score) for i, score in hits]
+    for qid in query_ids:
+        query, relevant = dataset.queries[qid], set(dataset.qrels[qid])
         print(f"\nquery: {query}")
-        show(f"BM25 top-{args.top_n} of {len(candidates)}",
-             [(f"bm25 {c.retrieval_score:6.2f}", c) for c in candidates[: args.top_n]], relevant)
+        show(f"BM25 top-{args.top_n} of {len(candidates[qid])}",
+             [(f"bm25 {c.retrieval_score:6.2f}", c) for c in candidates[qid][: args.top_n]], relevant)
         passes = (("cross-encoder", pure), ("hybrid 50/50 cross-encoder + BM25 (cached pair scores)", hybrid))
         for label, reranker in passes:
-            result = reranker.rerank(query, candidates)
+            result = reranker.rerank(query, candidates[qid])
             show(f"{label}: {result.latency_s * 1000:.0f} ms, source={result.source}",
                  [(f"score {i.relevance_score:.3f} (was #{i.original_rank + 1:>2})", i.candidate) for i in result],
                  relevant)
 
     for label, reranker in (("cross-encoder", pure), ("hybrid", hybrid)):
         latency = reranker.metrics.snapshot()["latency_s"]
-        print(f"\n{label} latency over {len(queries)} calls: p50 {latency['p50'] * 1000:.0f} ms, "
+        print(f"\n{label} latency over {len(query_ids)} calls: p50 {latency['p50'] * 1000:.0f} ms, "
               f"p95 {latency['p95'] * 1000:.0f} ms")
 
 

@@ -99,7 +99,7 @@ class RerankProdPostprocessor(BaseNodePostprocessor):
         self, nodes: list[NodeWithScore], query: str
     ) -> Iterator[Callable[[RerankResult], list[NodeWithScore]]]:
         """The RERANKING callback event around one call; yields the function that finishes it."""
-        payload = {
+        payload: dict[str, Any] = {
             EventPayload.NODES: nodes,
             EventPayload.MODEL_NAME: self._reranker.scorer.name,
             EventPayload.QUERY_STR: query,

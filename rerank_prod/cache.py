@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from cachetools import TLRUCache
 
@@ -250,7 +250,7 @@ class ScoreCache(_Layer):
         for raw in raws:
             value = self._decode(raw)
             is_score = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            scores.append(float(value) if is_score else None)
+            scores.append(float(cast(float, value)) if is_score else None)
         hits = sum(s is not None for s in scores)
         self.stats.record(hits=hits, misses=len(scores) - hits)
         return scores

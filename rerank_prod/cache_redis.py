@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from rerank_prod.cache import check_ttl
@@ -112,10 +112,10 @@ class RedisCache:
     # --- CacheBackend ----------------------------------------------------------------------------
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        return list(self._client.mget(self._names(keys))) if keys else []
+        return cast(list[bytes | None], self._client.mget(self._names(keys))) if keys else []
 
     async def aget_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        return list(await self._async_client().mget(self._names(keys))) if keys else []
+        return cast(list[bytes | None], await self._async_client().mget(self._names(keys))) if keys else []
 
     def set_many(self, items: Mapping[str, bytes], ttl_s: float | None = None) -> None:
         if items:

@@ -18,7 +18,7 @@ Normalization = Literal["minmax", "zscore", "sigmoid", "none"]
 NORMALIZATIONS: tuple[str, ...] = ("minmax", "zscore", "sigmoid", "none")
 
 
-def normalize(scores: Sequence[float], method: Normalization) -> np.ndarray:
+def normalize(scores: Sequence[float] | np.ndarray, method: Normalization) -> np.ndarray:
     """Per-query normalization. All-equal scores carry no ordering information: min-max maps
     them to 0.5 and z-score to 0, instead of dividing by zero."""
     values = np.asarray(scores, dtype=np.float64)

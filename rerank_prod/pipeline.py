@@ -152,7 +152,7 @@ class Reranker:
                 self.metrics.track_cache(layer.namespace, layer.stats)
         for backend in (scorer, fallback_scorer):
             breaker = getattr(backend, "circuit_breaker", None)
-            if breaker is not None:
+            if backend is not None and breaker is not None:
                 self.metrics.track_breaker(backend.name, breaker)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -248,13 +248,14 @@ class Reranker:
             fresh = yield _Score(scorer, call.query, [texts[i] for i in missing], deadline)
             for i, score in zip(missing, fresh, strict=True):
                 scores[i] = score
-            if pair_keys:
-                yield IO(self.score_cache, "put_many", ({pair_keys[i]: scores[i] for i in missing},))
+        complete = cast(list[float], scores)
+        if missing and pair_keys:
+            yield IO(self.score_cache, "put_many", ({pair_keys[i]: complete[i] for i in missing},))
         if semantic is not None:
             yield from self.semantic_cache.store_plan(  # type: ignore[union-attr]
                 scorer.identity, call.query, semantic,
-                {texts[i]: scores[i] for i in unseen if sources[i] is not _CACHED_SEMANTIC})
-        return cast(list[float], scores), sources
+                {texts[i]: complete[i] for i in unseen if sources[i] is not _CACHED_SEMANTIC})
+        return complete, sources
 
     def _fallback(self, call: _Call, failure: Exception, decision: GateDecision | None) -> Plan[RerankResult]:
         reason = _describe(failure)

@@ -1,17 +1,14 @@
-"""Test helpers: real-embedder wrappers for both frameworks, scorers with controlled behaviour,
-and SciFact loading with a BM25 first stage."""
+"""Test helpers: real-embedder wrappers for both frameworks and scorers with controlled behaviour."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import Sequence
 from functools import lru_cache
-from pathlib import Path
 
-from rerank_prod import Candidate, Deadline
+from rerank_prod import Deadline
 
 
 class ConstantTimeScorer:
@@ -113,75 +110,3 @@ def llamaindex_embedding(path: str):
             return sentence_transformer(path).encode([text], normalize_embeddings=True)[0].tolist()
 
     return SentenceTransformerEmbedding(model_name=path)
-
-
-# --- SciFact with a BM25 first stage -----------------------------------------------------------
-
-def _read_jsonl(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def load_scifact(root: Path) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
-    """(corpus id -> title + text, test query id -> text, qrels); only a query's text is read."""
-    corpus = {d["_id"]: f"{d.get('title', '')} {d['text']}".strip() for d in _read_jsonl(root / "corpus.jsonl")}
-    queries = {q["_id"]: q["text"] for q in _read_jsonl(root / "queries.jsonl")}
-    qrels: dict[str, dict[str, int]] = {}
-    lines = (root / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]
-    for line in lines:
-        query_id, doc_id, score = line.split("\t")
-        qrels.setdefault(query_id, {})[doc_id] = int(score)
-    return corpus, {qid: queries[qid] for qid in qrels}, qrels
-
-
-def bm25_candidates(corpus: dict[str, str], queries: dict[str, str], k: int) -> dict[str, list[Candidate]]:
-    """Top-k BM25 (bm25s, stemmer + stop words) per query, with BM25 scores as retriever scores."""
-    import bm25s
-    import Stemmer
-
-    stemmer = Stemmer.Stemmer("english")
-    doc_ids = list(corpus)
-    index = bm25s.BM25()
-    index.index(bm25s.tokenize([corpus[d] for d in doc_ids], stopwords="en", stemmer=stemmer, show_progress=False),
-                show_progress=False)
-    query_ids = list(queries)
-    tokens = bm25s.tokenize([queries[q] for q in query_ids], stopwords="en", stemmer=stemmer, show_progress=False)
-    hits, scores = index.retrieve(tokens, k=k, show_progress=False, n_threads=1)
-    return {
-        query_id: [Candidate(text=corpus[doc_ids[h]], id=doc_ids[h], retrieval_score=float(s))
-                   for h, s in zip(hits[row], scores[row], strict=True)]
-        for row, query_id in enumerate(query_ids)
-    }
-
-
-def ndcg_at_10(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> float:
-    """Mean NDCG@10 computed by trec_eval (pytrec_eval)."""
-    import pytrec_eval
-
-    evaluator = pytrec_eval.RelevanceEvaluator({q: qrels[q] for q in run}, {"ndcg_cut.10"})
-    per_query = evaluator.evaluate(run)
-    return sum(m["ndcg_cut_10"] for m in per_query.values()) / len(per_query)
-
-
-class CountingScorer:
-    """Wraps a real scorer and records every text it is asked to score."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.scored_texts: list[str] = []
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def identity(self) -> str:
-        return self.inner.identity
-
-    def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
-        self.scored_texts.extend(texts)
-        return self.inner.score(query, texts, deadline=deadline)
-
-    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
-        self.scored_texts.extend(texts)
-        return await self.inner.ascore(query, texts, deadline=deadline)

@@ -13,7 +13,9 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from langchain_rerank_prod import RerankProdCompressor
 from llamaindex_rerank_prod import RerankProdPostprocessor
 from rerank_prod import Candidate, Reranker, WeightedFusion
-from tests.support import bm25_candidates, load_scifact, ndcg_at_10
+from rerank_prod.evaluation.dataset import load_beir
+from rerank_prod.evaluation.first_stage import bm25_rankings, candidate_sets
+from rerank_prod.evaluation.ir_metrics import evaluate, mean_metrics
 
 QUERIES = 40
 DEPTH = 20
@@ -21,24 +23,23 @@ DEPTH = 20
 
 @pytest.fixture(scope="module")
 def first_stage(scifact_dir):
-    corpus, queries, qrels = load_scifact(scifact_dir)
-    chosen = dict(sorted(queries.items(), key=lambda item: int(item[0]))[:QUERIES])
-    return bm25_candidates(corpus, chosen, DEPTH), qrels, chosen
+    """(candidates per query, qrels of the chosen queries, query texts): the first test queries."""
+    dataset = load_beir(scifact_dir, "test")
+    chosen = sorted(dataset.query_ids, key=int)[:QUERIES]
+    candidates = candidate_sets(dataset, bm25_rankings(dataset, chosen, DEPTH))
+    return candidates, {qid: dataset.qrels[qid] for qid in chosen}, dataset.queries
 
 
-def _run(rankings: dict[str, list[tuple[str, float]]]) -> dict[str, dict[str, float]]:
-    """A trec-style run; scores are rank-derived so trec_eval's own tie-breaking can't reorder."""
-    return {qid: {doc_id: float(len(ranked) - rank) for rank, (doc_id, _) in enumerate(ranked)}
-            for qid, ranked in rankings.items()}
+def _ndcg_at_10(qrels, rankings: dict[str, list[str]]) -> float:
+    return mean_metrics(evaluate(qrels, rankings, [10]))["ndcg@10"]
 
 
 def test_hybrid_fusion_beats_bm25(first_stage, cross_encoder) -> None:
     candidates, qrels, queries = first_stage
     reranker = Reranker(cross_encoder, fusion=WeightedFusion(rerank_weight=0.5, retrieval_weight=0.5))
-    bm25 = _run({qid: [(c.id, c.retrieval_score) for c in cands] for qid, cands in candidates.items()})
-    fused = _run({qid: [(i.candidate.id, i.relevance_score) for i in reranker.rerank(queries[qid], cands)]
-                  for qid, cands in candidates.items()})
-    bm25_ndcg, fused_ndcg = ndcg_at_10(bm25, qrels), ndcg_at_10(fused, qrels)
+    bm25 = {qid: [c.id for c in cands] for qid, cands in candidates.items()}
+    fused = {qid: [i.candidate.id for i in reranker.rerank(queries[qid], cands)] for qid, cands in candidates.items()}
+    bm25_ndcg, fused_ndcg = _ndcg_at_10(qrels, bm25), _ndcg_at_10(qrels, fused)
     print(f"\nSciFact test, {QUERIES} queries, BM25 top-{DEPTH}: BM25 NDCG@10 {bm25_ndcg:.4f}, "
           f"cross-encoder + BM25 fusion {fused_ndcg:.4f}")
     assert fused_ndcg > bm25_ndcg + 0.02
