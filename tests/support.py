@@ -110,3 +110,27 @@ def llamaindex_embedding(path: str):
             return sentence_transformer(path).encode([text], normalize_embeddings=True)[0].tolist()
 
     return SentenceTransformerEmbedding(model_name=path)
+
+
+class CountingScorer:
+    """Wraps a real scorer and records every text it is asked to score."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.scored_texts: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def identity(self) -> str:
+        return self.inner.identity
+
+    def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+        self.scored_texts.extend(texts)
+        return self.inner.score(query, texts, deadline=deadline)
+
+    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+        self.scored_texts.extend(texts)
+        return await self.inner.ascore(query, texts, deadline=deadline)
