@@ -51,10 +51,10 @@ def verdict(ndcg5_gain: float, p95_ms: float | None) -> str:
     latency = "n/a" if p95_ms is None else f"{p95_ms:.0f} ms"
     if ndcg5_gain < WORTH_IT_NDCG5_GAIN:
         return (
-            f"NDCG@5 {ndcg5_gain:+.3f} over the first stage (< {WORTH_IT_NDCG5_GAIN}): "
+            f"NDCG@5 {ndcg5_gain:+.4f} over the first stage (< {WORTH_IT_NDCG5_GAIN}): "
             f"probably not worth its latency (p95 {latency})"
         )
-    return f"NDCG@5 {ndcg5_gain:+.3f} over the first stage: worth it if a p95 of {latency} fits your budget"
+    return f"NDCG@5 {ndcg5_gain:+.4f} over the first stage: worth it if a p95 of {latency} fits your budget"
 
 
 def slug(name: str) -> str:
