@@ -21,6 +21,7 @@ from typing import Protocol, cast, runtime_checkable
 from cachetools import TLRUCache
 
 from rerank_prod.types import Candidate
+from rerank_prod.validation import check_int, check_number
 
 logger = logging.getLogger("rerank_prod.cache")
 
@@ -62,8 +63,7 @@ class InMemoryCache:
 
     def __init__(self, maxsize: int = 10_000, ttl_s: float | None = 3600.0,
                  timer: Callable[[], float] = time.monotonic) -> None:
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
-            raise ValueError(f"maxsize must be a positive int, got {maxsize!r}")
+        check_int("maxsize", maxsize)
         check_ttl(ttl_s)
         self.ttl_s = ttl_s
         self._entries: TLRUCache[str, tuple[bytes, float | None]] = TLRUCache(
@@ -101,8 +101,9 @@ class InMemoryCache:
 
 
 def check_ttl(ttl_s: float | None) -> None:
-    if ttl_s is not None and (isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or ttl_s <= 0):
-        raise ValueError(f"ttl_s must be a positive number or None, got {ttl_s!r}")
+    """None (no expiry) or a positive number of seconds."""
+    if ttl_s is not None:
+        check_number("ttl_s", ttl_s)
 
 
 def digest(*parts: object) -> str:

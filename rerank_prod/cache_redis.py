@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from rerank_prod.cache import check_ttl
+from rerank_prod.validation import check_number
 
 if TYPE_CHECKING:
     import redis
@@ -32,11 +33,6 @@ def _import_redis() -> Any:
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise ImportError("RedisCache needs the redis client: pip install 'rerank-prod[redis]'") from exc
     return redis
-
-
-def _check_timeout(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
 
 
 class RedisCache:
@@ -67,8 +63,8 @@ class RedisCache:
         if client_kwargs.get("decode_responses"):
             raise ValueError("decode_responses must stay off: cache values are bytes")
         check_ttl(ttl_s)
-        _check_timeout("socket_timeout_s", socket_timeout_s)
-        _check_timeout("connect_timeout_s", connect_timeout_s)
+        check_number("socket_timeout_s", socket_timeout_s)
+        check_number("connect_timeout_s", connect_timeout_s)
         redis_module = _import_redis()
         from redis.asyncio.retry import Retry as AsyncRetry
         from redis.backoff import NoBackoff

@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from rerank_prod.types import Candidate
+from rerank_prod.validation import check_int, check_number
 
 Normalization = Literal["minmax", "zscore", "sigmoid", "none"]
 NORMALIZATIONS: tuple[str, ...] = ("minmax", "zscore", "sigmoid", "none")
@@ -66,8 +67,7 @@ def _retrieval_scores(candidates: Sequence[Candidate]) -> np.ndarray | None:
 
 def _check_weights(weights: dict[str, float]) -> None:
     for name, weight in weights.items():
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise ValueError(f"{name} must be a non-negative number, got {weight!r}")
+        check_number(name, weight, allow_zero=True)
     if weights["rerank_weight"] == 0:
         raise ValueError("rerank_weight must be > 0: with no model signal, use the retriever order")
     if weights["bm25_weight"]:
@@ -142,8 +142,7 @@ class ReciprocalRankFusion:
     bm25_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"k must be a positive int, got {self.k!r}")
+        check_int("k", self.k)
         _check_weights({"rerank_weight": self.rerank_weight, "retrieval_weight": self.retrieval_weight,
                         "bm25_weight": self.bm25_weight})
 

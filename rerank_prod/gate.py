@@ -14,12 +14,7 @@ import numpy as np
 
 from rerank_prod.fusion import normalize
 from rerank_prod.types import Candidate, GateDecision
-
-
-def _check_fraction(name: str, value: float | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or not 0.0 <= value <= 1.0):
-        raise ValueError(f"{name} must be a number in [0, 1] or None, got {value!r}")
+from rerank_prod.validation import check_int, check_number
 
 
 @dataclass(frozen=True)
@@ -36,12 +31,12 @@ class ConfidenceGate:
     top_k: int = 5
 
     def __post_init__(self) -> None:
-        _check_fraction("min_top_gap", self.min_top_gap)
-        _check_fraction("min_top_k_std", self.min_top_k_std)
         if self.min_top_gap is None and self.min_top_k_std is None:
             raise ValueError("ConfidenceGate needs min_top_gap or min_top_k_std (or both)")
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 2:
-            raise ValueError(f"top_k must be an int >= 2, got {self.top_k!r}")
+        for name in ("min_top_gap", "min_top_k_std"):
+            if getattr(self, name) is not None:
+                check_number(name, getattr(self, name), allow_zero=True, at_most=1)
+        check_int("top_k", self.top_k, minimum=2)
 
     def decide(self, candidates: Sequence[Candidate]) -> GateDecision:
         scores = [c.retrieval_score for c in candidates]

@@ -16,6 +16,7 @@ import numpy as np
 
 from rerank_prod.cache import CacheStats
 from rerank_prod.types import RerankResult, SourceKind
+from rerank_prod.validation import check_int
 
 
 def latency_summary(latencies: Iterable[float]) -> dict[str, float | None]:
@@ -35,8 +36,7 @@ class RerankMetrics:
     """Thread-safe counters plus a sliding window of recent latencies."""
 
     def __init__(self, latency_window: int = 10_000) -> None:
-        if isinstance(latency_window, bool) or not isinstance(latency_window, int) or latency_window < 1:
-            raise ValueError(f"latency_window must be a positive int, got {latency_window!r}")
+        check_int("latency_window", latency_window)
         self._lock = threading.Lock()
         self._calls = 0
         self._by_source: Counter[str] = Counter()

@@ -32,6 +32,7 @@ from rerank_prod.types import (
     SourceKind,
     as_finite_float,
 )
+from rerank_prod.validation import check_int, check_number
 
 logger = logging.getLogger("rerank_prod")
 
@@ -72,14 +73,9 @@ class _Call:
     started: float
 
 
-def _check_positive(name: str, value: float | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-        raise ValueError(f"{name} must be a positive number or None, got {value!r}")
-
-
 def _check_top_n(top_n: int | None) -> None:
-    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
-        raise ValueError(f"top_n must be a positive int or None, got {top_n!r}")
+    if top_n is not None:
+        check_int("top_n", top_n)
 
 
 def _describe(failure: Exception) -> str:
@@ -132,8 +128,9 @@ class Reranker:
         if gate is not None and not callable(getattr(gate, "decide", None)):
             raise TypeError(f"gate must be a ConfidenceGate, got {gate!r}")
         _check_top_n(top_n)
-        _check_positive("timeout_s", timeout_s)
-        _check_positive("fallback_timeout_s", fallback_timeout_s)
+        for name, budget in (("timeout_s", timeout_s), ("fallback_timeout_s", fallback_timeout_s)):
+            if budget is not None:
+                check_number(name, budget)
         self.scorer = scorer
         self.top_n = top_n
         self.score_threshold = None if score_threshold is None else as_finite_float(score_threshold,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from rerank_prod.scoring.base import Deadline, ScorerError
+from rerank_prod.validation import check_int, check_number
 
 logger = logging.getLogger("rerank_prod")
 
@@ -113,13 +114,6 @@ def is_transient(failure: BaseException) -> bool:
     return _is_transport_error(failure)
 
 
-def _check_number(name: str, value: object, *, minimum: float, allow_zero: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite number, got {value!r}")
-    if value < minimum or (value == minimum and not allow_zero):
-        raise ValueError(f"{name} must be {'>=' if allow_zero else '>'} {minimum}, got {value!r}")
-
-
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How transient failures are retried.
@@ -137,11 +131,9 @@ class RetryPolicy:
     max_retry_after_s: float = 10.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be a positive int, got {self.max_attempts!r}")
-        _check_number("backoff_initial_s", self.backoff_initial_s, minimum=0.0, allow_zero=True)
-        _check_number("backoff_max_s", self.backoff_max_s, minimum=0.0, allow_zero=True)
-        _check_number("max_retry_after_s", self.max_retry_after_s, minimum=0.0, allow_zero=True)
+        check_int("max_attempts", self.max_attempts)
+        for name in ("backoff_initial_s", "backoff_max_s", "max_retry_after_s"):
+            check_number(name, getattr(self, name), allow_zero=True)
 
 
 
@@ -162,9 +154,8 @@ class CircuitBreaker:
     HALF_OPEN = "half_open"
 
     def __init__(self, failure_threshold: int = 5, cooldown_s: float = 30.0) -> None:
-        if isinstance(failure_threshold, bool) or not isinstance(failure_threshold, int) or failure_threshold < 1:
-            raise ValueError(f"failure_threshold must be a positive int, got {failure_threshold!r}")
-        _check_number("cooldown_s", cooldown_s, minimum=0.0)
+        check_int("failure_threshold", failure_threshold)
+        check_number("cooldown_s", cooldown_s)
         self.failure_threshold = failure_threshold
         self.cooldown_s = float(cooldown_s)
         self._lock = threading.Lock()
@@ -264,7 +255,7 @@ class ResilientCaller:
         if not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
         if request_timeout_s is not None:
-            _check_number("request_timeout_s", request_timeout_s, minimum=0.0)
+            check_number("request_timeout_s", request_timeout_s)
         self.retry = retry
         self.request_timeout_s = request_timeout_s
 

@@ -25,6 +25,7 @@ import numpy as np
 from rerank_prod.cache import KEY_PREFIX, CacheBackend, EntryLog, ScoreCache, check_ttl, digest
 from rerank_prod.effects import IO, Plan
 from rerank_prod.scoring.dependencies import load_sentence_transformers_model
+from rerank_prod.validation import check_int, check_number
 
 logger = logging.getLogger("rerank_prod.cache")
 
@@ -155,13 +156,9 @@ class SemanticCache:
         sync_interval_s: float = 1.0,
         device: str | None = None,
     ) -> None:
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-            raise ValueError(f"threshold must be a cosine similarity in (0, 1], got {threshold!r}")
-        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
-            raise ValueError(f"max_entries must be a positive int, got {max_entries!r}")
-        if (isinstance(sync_interval_s, bool) or not isinstance(sync_interval_s, (int, float))
-                or sync_interval_s < 0):
-            raise ValueError(f"sync_interval_s must be a non-negative number, got {sync_interval_s!r}")
+        check_number("threshold (a cosine similarity)", threshold, at_most=1)
+        check_int("max_entries", max_entries)
+        check_number("sync_interval_s", sync_interval_s, allow_zero=True)
         check_ttl(ttl_s)
         self._scores = _AnchoredScores(backend, ttl_s)
         if isinstance(embedder, str):

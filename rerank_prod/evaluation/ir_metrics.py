@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from rerank_prod.evaluation.dataset import Qrels
+from rerank_prod.validation import check_int
 
 PerQuery = dict[str, dict[str, float]]
 """query id -> {"ndcg@10": ..., "mrr@10": ..., "recall@10": ...}."""
@@ -37,8 +38,10 @@ def evaluate(qrels: Qrels, rankings: Mapping[str, Sequence[str]], ks: Sequence[i
     """
     import pytrec_eval
 
-    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
-        raise ValueError(f"cutoffs must be positive ints, got {list(ks)!r}")
+    if not ks:
+        raise ValueError("cutoffs must not be empty")
+    for k in ks:
+        check_int("cutoffs", k)
     cutoffs = ",".join(str(k) for k in sorted(set(ks)))
     per_query: PerQuery = {qid: dict.fromkeys(metric_names(ks), 0.0) for qid in qrels}
     judged_run = {qid: docs for qid, docs in rankings.items() if qid in qrels}

@@ -18,12 +18,11 @@ from rerank_prod.scoring.remote import (
     PerEventLoop,
     RemoteScorer,
     check_base_url,
-    check_positive_int,
-    check_text,
     garbled_answers_as_malformed,
     resolve_api_key,
     scores_by_index,
 )
+from rerank_prod.validation import check_int, check_text
 
 DEFAULT_COHERE_MODEL = "rerank-v3.5"
 COHERE_KEY_ENV_VARS = ("CO_API_KEY", "COHERE_API_KEY")
@@ -61,9 +60,9 @@ class CohereScorer(RemoteScorer):
         super().__init__(request_timeout_s=request_timeout_s, retry=retry, circuit_breaker=circuit_breaker)
         self.model = check_text("model", model)
         self.base_url = None if base_url is None else check_base_url(base_url)
-        self.top_n = None if top_n is None else check_positive_int("top_n", top_n)
+        self.top_n = None if top_n is None else check_int("top_n", top_n)
         self.max_tokens_per_doc = (None if max_tokens_per_doc is None
-                                   else check_positive_int("max_tokens_per_doc", max_tokens_per_doc))
+                                   else check_int("max_tokens_per_doc", max_tokens_per_doc))
         key = resolve_api_key(api_key, COHERE_KEY_ENV_VARS)
         if key is None and self.base_url is None:
             raise ValueError("CohereScorer needs an API key: pass api_key=SecretStr(...) or set CO_API_KEY")

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from rerank_prod.scoring.base import Deadline, checked_scores
 from rerank_prod.scoring.dependencies import load_sentence_transformers_model
+from rerank_prod.validation import check_int, check_text
 
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 Activation = Literal["default", "sigmoid", "identity"]
@@ -31,13 +32,10 @@ class CrossEncoderScorer:
         activation: Activation = "default",
         trust_remote_code: bool = False,
     ) -> None:
-        if not isinstance(model_name_or_path, str) or not model_name_or_path.strip():
-            raise ValueError("model_name_or_path must be a non-empty string")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
-                                       or max_length < 1):
-            raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
+        check_text("model_name_or_path", model_name_or_path)
+        check_int("batch_size", batch_size)
+        if max_length is not None:
+            check_int("max_length", max_length)
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
         self.model_name_or_path = model_name_or_path

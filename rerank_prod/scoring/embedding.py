@@ -22,11 +22,10 @@ from rerank_prod.scoring.openai_clients import openai_clients
 from rerank_prod.scoring.remote import (
     RemoteScorer,
     arun_bounded,
-    check_positive_int,
-    check_text,
     garbled_answers_as_malformed,
     run_bounded,
 )
+from rerank_prod.validation import check_int, check_text
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_OPENAI_EMBEDDING_MODEL = "text-embedding-3-small"
@@ -68,7 +67,7 @@ class SentenceTransformerEmbeddingScorer:
         trust_remote_code: bool = False,
     ) -> None:
         self.model_name_or_path = check_text("model_name_or_path", model_name_or_path)
-        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.batch_size = check_int("batch_size", batch_size)
         self.query_prompt = _optional_text("query_prompt", query_prompt)
         self.document_prompt = _optional_text("document_prompt", document_prompt)
         self._model = load_sentence_transformers_model(
@@ -123,9 +122,9 @@ class OpenAIEmbeddingScorer(RemoteScorer):
     ) -> None:
         super().__init__(request_timeout_s=request_timeout_s, retry=retry, circuit_breaker=circuit_breaker)
         self.model = check_text("model", model)
-        self.dimensions = None if dimensions is None else check_positive_int("dimensions", dimensions)
-        self.max_batch_size = check_positive_int("max_batch_size", max_batch_size)
-        self.max_concurrency = check_positive_int("max_concurrency", max_concurrency)
+        self.dimensions = None if dimensions is None else check_int("dimensions", dimensions)
+        self.max_batch_size = check_int("max_batch_size", max_batch_size)
+        self.max_concurrency = check_int("max_concurrency", max_concurrency)
         self.base_url, self._client, self._aclients = openai_clients("OpenAIEmbeddingScorer", api_key, base_url,
                                                                     request_timeout_s)
         self._executor = concurrent.futures.ThreadPoolExecutor(self.max_concurrency, "rerank-prod-embed")

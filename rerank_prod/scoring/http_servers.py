@@ -22,12 +22,11 @@ from rerank_prod.scoring.remote import (
     RemoteScorer,
     arun_bounded,
     check_base_url,
-    check_positive_int,
-    check_text,
     resolve_api_key,
     run_bounded,
     scores_by_index,
 )
+from rerank_prod.validation import check_int, check_text
 
 if TYPE_CHECKING:
     import httpx
@@ -92,8 +91,8 @@ class _HTTPRerankScorer(RemoteScorer):
         super().__init__(request_timeout_s=request_timeout_s, retry=retry, circuit_breaker=circuit_breaker)
         self.base_url = check_base_url(base_url)
         self.model = None if model is None else check_text("model", model)
-        self.max_batch_size = check_positive_int("max_batch_size", max_batch_size)
-        self.max_concurrency = check_positive_int("max_concurrency", max_concurrency)
+        self.max_batch_size = check_int("max_batch_size", max_batch_size)
+        self.max_concurrency = check_int("max_concurrency", max_concurrency)
         self._batch_limit = self.max_batch_size
         key = resolve_api_key(api_key, ())
         headers = {"Authorization": f"Bearer {key.reveal()}"} if key is not None else {}

@@ -27,12 +27,11 @@ from rerank_prod.scoring.openai_clients import openai_clients
 from rerank_prod.scoring.remote import (
     RemoteScorer,
     arun_bounded,
-    check_positive_int,
-    check_text,
     garbled_answers_as_malformed,
     run_bounded,
 )
 from rerank_prod.types import as_finite_float
+from rerank_prod.validation import check_int, check_text
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -153,7 +152,7 @@ class _ChatScorer(RemoteScorer):
         self.temperature = as_finite_float(temperature, "temperature")
         if not 0.0 <= self.temperature <= 2.0:
             raise ValueError(f"temperature must be in [0, 2], got {temperature!r}")
-        self.max_tokens = check_positive_int("max_tokens", max_tokens)
+        self.max_tokens = check_int("max_tokens", max_tokens)
         if not isinstance(json_mode, bool):
             raise TypeError(f"json_mode must be a bool, got {json_mode!r}")
         self.json_mode = json_mode
@@ -214,7 +213,7 @@ class LLMPointwiseScorer(_ChatScorer):
     def __init__(self, model: str, *, max_concurrency: int = 8, max_tokens: int = 20,
                  request_timeout_s: float | None = 30.0, **options: Unpack[ChatOptions]) -> None:
         super().__init__(model, max_tokens=max_tokens, request_timeout_s=request_timeout_s, **options)
-        self.max_concurrency = check_positive_int("max_concurrency", max_concurrency)
+        self.max_concurrency = check_int("max_concurrency", max_concurrency)
         self._executor = concurrent.futures.ThreadPoolExecutor(self.max_concurrency, "rerank-prod-llm")
 
     @property
@@ -270,8 +269,8 @@ class LLMListwiseScorer(_ChatScorer):
     def __init__(self, model: str, *, window_size: int = 20, step: int = 10, max_tokens: int = 400,
                  request_timeout_s: float | None = 60.0, **options: Unpack[ChatOptions]) -> None:
         super().__init__(model, max_tokens=max_tokens, request_timeout_s=request_timeout_s, **options)
-        self.window_size = check_positive_int("window_size", window_size)
-        self.step = check_positive_int("step", step)
+        self.window_size = check_int("window_size", window_size)
+        self.step = check_int("step", step)
         if self.window_size < 2:
             raise ValueError(f"window_size must be at least 2, got {window_size}")
         if self.step >= self.window_size:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from rerank_prod.resilience import CircuitBreaker, MalformedResponse, ResilientCaller, RetryPolicy
 from rerank_prod.scoring.base import Deadline
 from rerank_prod.types import as_finite_float
+from rerank_prod.validation import check_text
 
 T = TypeVar("T")
 
@@ -76,18 +77,6 @@ def garbled_answers_as_malformed() -> Iterator[None]:
         if garbled_success or isinstance(failure, ValueError) or type(failure).__name__ == "ParsingError":
             raise MalformedResponse(f"unparseable answer ({type(failure).__name__}, status {status})") from failure
         raise
-
-
-def check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def check_text(name: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
-    return value
 
 
 def check_base_url(base_url: object) -> str:
