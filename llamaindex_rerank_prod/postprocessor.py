@@ -18,6 +18,9 @@ from rerank_prod.scoring import DEFAULT_CROSS_ENCODER
 
 dispatcher = get_dispatcher(__name__)
 
+# Kept out of the node's LLM and embedding text; retrieval_score stays visible as in LlamaIndex's own re-rankers.
+_HIDDEN = tuple(key for key in RESULT_METADATA_KEYS if key != "retrieval_score")
+
 
 class RerankProdPostprocessor(BaseNodePostprocessor):
     """Re-ranks nodes; use as `index.as_query_engine(node_postprocessors=[...])`.
@@ -75,11 +78,10 @@ class RerankProdPostprocessor(BaseNodePostprocessor):
         reranked = []
         for item in result:
             node = nodes[item.original_rank].node
-            hidden = [key for key in RESULT_METADATA_KEYS if key != "retrieval_score"]
             copy = node.model_copy(update={
                 "metadata": {**node.metadata, **item.metadata()},
-                "excluded_llm_metadata_keys": list(dict.fromkeys([*node.excluded_llm_metadata_keys, *hidden])),
-                "excluded_embed_metadata_keys": list(dict.fromkeys([*node.excluded_embed_metadata_keys, *hidden])),
+                "excluded_llm_metadata_keys": list(dict.fromkeys([*node.excluded_llm_metadata_keys, *_HIDDEN])),
+                "excluded_embed_metadata_keys": list(dict.fromkeys([*node.excluded_embed_metadata_keys, *_HIDDEN])),
             })
             reranked.append(NodeWithScore(node=copy, score=item.relevance_score))
         return reranked
