@@ -28,8 +28,12 @@ from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
-for variable, value in (("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false"), ("OMP_NUM_THREADS", "1"),
-                        ("OPENBLAS_NUM_THREADS", "1")):
+for variable, value in (
+    ("HF_HUB_OFFLINE", "1"),
+    ("TOKENIZERS_PARALLELISM", "false"),
+    ("OMP_NUM_THREADS", "1"),
+    ("OPENBLAS_NUM_THREADS", "1"),
+):
     os.environ.setdefault(variable, value)
 
 import numpy as np  # noqa: E402  (thread settings first)
@@ -81,11 +85,16 @@ AS_INTENDED: dict[str, Callable[[object], bool]] = {
 }
 
 
-def bench_backend(name: str, backend, scorer: CrossEncoderScorer, embedder: str,
-                  workload: list[tuple[str, list]]) -> tuple[dict[str, list[float]], dict[str, int]]:
+def bench_backend(
+    name: str, backend, scorer: CrossEncoderScorer, embedder: str, workload: list[tuple[str, list]]
+) -> tuple[dict[str, list[float]], dict[str, int]]:
     """Latencies of the calls that went as their scenario intends, and how many did not."""
-    reranker = Reranker(scorer, result_cache=ResultCache(backend), score_cache=ScoreCache(backend),
-                        semantic_cache=SemanticCache(backend, embedder))
+    reranker = Reranker(
+        scorer,
+        result_cache=ResultCache(backend),
+        score_cache=ScoreCache(backend),
+        semantic_cache=SemanticCache(backend, embedder),
+    )
     latencies: dict[str, list[float]] = {scenario: [] for scenario in SCENARIOS}
     off_scenario = dict.fromkeys(SCENARIOS, 0)
     for query, candidates in workload:
@@ -115,8 +124,7 @@ def bench_index(sizes: tuple[int, ...], dim: int = 384, lookups: int = 200) -> l
         index = VectorIndex(dim, max_entries=size)
         for i, vector in enumerate(vectors):
             index.add(str(i), vector)
-        probes = vectors[rng.integers(0, size, lookups)] + 0.01 * rng.standard_normal((lookups, dim)).astype(
-            np.float32)
+        probes = vectors[rng.integers(0, size, lookups)] + 0.01 * rng.standard_normal((lookups, dim)).astype(np.float32)
         probes /= np.linalg.norm(probes, axis=1, keepdims=True)
         samples = [timed(partial(index.nearest, probe, 0.95))[0] for probe in probes]
         rows.append((size, *percentiles(samples)))
@@ -147,12 +155,18 @@ def main() -> None:
             redis_url = server.url
         import torch
 
-        print(f"{len(workload)} SciFact test queries, {CANDIDATES} BM25 candidates each; cross-encoder "
-              f"minilm-l6-scifact-ce; embedder all-MiniLM-L6-v2; torch threads {torch.get_num_threads()}, "
-              f"BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}")
-        results = {name: bench_backend(name, backend, scorer, embedder, workload)
-                   for name, backend in (("in-memory", InMemoryCache()),
-                                         ("redis", RedisCache(redis_url, key_prefix="cache-bench:")))}
+        print(
+            f"{len(workload)} SciFact test queries, {CANDIDATES} BM25 candidates each; cross-encoder "
+            f"minilm-l6-scifact-ce; embedder all-MiniLM-L6-v2; torch threads {torch.get_num_threads()}, "
+            f"BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}"
+        )
+        results = {
+            name: bench_backend(name, backend, scorer, embedder, workload)
+            for name, backend in (
+                ("in-memory", InMemoryCache()),
+                ("redis", RedisCache(redis_url, key_prefix="cache-bench:")),
+            )
+        }
 
     print()
     print("| backend | scenario | model pairs / call | p50 ms | p95 ms | p50 / cold p50 |")
@@ -165,8 +179,10 @@ def main() -> None:
             print(f"| {name} | {scenario} | {pairs[scenario]} | {p50:.2f} | {p95:.2f} | {p50 / cold_p50:.4f} |")
     for name, (_, off_scenario) in results.items():
         print(f"{name}: calls not timed because they did not go as their scenario intends: {off_scenario}")
-    print("(a cold call that a *different* query's anchor partly served, or a lower-cased query that fell "
-          "below the threshold)")
+    print(
+        "(a cold call that a *different* query's anchor partly served, or a lower-cased query that fell "
+        "below the threshold)"
+    )
     print("\n| cached queries | semantic lookup p50 ms | p95 ms | index memory MiB |")
     print("|---|---|---|---|")
     for size, p50, p95 in bench_index((1_000, 10_000, 100_000)):

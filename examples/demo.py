@@ -79,24 +79,32 @@ def main() -> None:
     # One pair-score cache shared by both: the hybrid pass reuses the pure pass's model scores.
     scores = ScoreCache(InMemoryCache())
     pure = Reranker(scorer, top_n=args.top_n, score_cache=scores)
-    hybrid = Reranker(scorer, top_n=args.top_n, score_cache=scores,
-                      fusion=WeightedFusion(rerank_weight=0.5, retrieval_weight=0.5))
+    hybrid = Reranker(
+        scorer, top_n=args.top_n, score_cache=scores, fusion=WeightedFusion(rerank_weight=0.5, retrieval_weight=0.5)
+    )
     for qid in query_ids:
         query, relevant = dataset.queries[qid], set(dataset.qrels[qid])
         print(f"\nquery: {query}")
-        show(f"BM25 top-{args.top_n} of {len(candidates[qid])}",
-             [(f"bm25 {c.retrieval_score:6.2f}", c) for c in candidates[qid][: args.top_n]], relevant)
+        show(
+            f"BM25 top-{args.top_n} of {len(candidates[qid])}",
+            [(f"bm25 {c.retrieval_score:6.2f}", c) for c in candidates[qid][: args.top_n]],
+            relevant,
+        )
         passes = (("cross-encoder", pure), ("hybrid 50/50 cross-encoder + BM25 (cached pair scores)", hybrid))
         for label, reranker in passes:
             result = reranker.rerank(query, candidates[qid])
-            show(f"{label}: {result.latency_s * 1000:.0f} ms, source={result.source}",
-                 [(f"score {i.relevance_score:.3f} (was #{i.original_rank + 1:>2})", i.candidate) for i in result],
-                 relevant)
+            show(
+                f"{label}: {result.latency_s * 1000:.0f} ms, source={result.source}",
+                [(f"score {i.relevance_score:.3f} (was #{i.original_rank + 1:>2})", i.candidate) for i in result],
+                relevant,
+            )
 
     for label, reranker in (("cross-encoder", pure), ("hybrid", hybrid)):
         latency = reranker.metrics.snapshot()["latency_s"]
-        print(f"\n{label} latency over {len(query_ids)} calls: p50 {latency['p50'] * 1000:.0f} ms, "
-              f"p95 {latency['p95'] * 1000:.0f} ms")
+        print(
+            f"\n{label} latency over {len(query_ids)} calls: p50 {latency['p50'] * 1000:.0f} ms, "
+            f"p95 {latency['p95'] * 1000:.0f} ms"
+        )
 
 
 if __name__ == "__main__":

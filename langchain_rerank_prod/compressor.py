@@ -41,8 +41,7 @@ class RerankProdCompressor(BaseDocumentCompressor):
     ) -> RerankProdCompressor:
         """A compressor over a sentence-transformers cross-encoder; options go to `Reranker`."""
         scorer = CrossEncoderScorer(model_name_or_path, device=device)
-        return cls(reranker=Reranker(scorer, top_n=top_n, **reranker_options),
-                   retrieval_score_key=retrieval_score_key)
+        return cls(reranker=Reranker(scorer, top_n=top_n, **reranker_options), retrieval_score_key=retrieval_score_key)
 
     def _candidates(self, documents: Sequence[Document]) -> list[Candidate]:
         candidates = []

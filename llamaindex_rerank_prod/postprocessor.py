@@ -32,9 +32,7 @@ class RerankProdPostprocessor(BaseNodePostprocessor):
     """
 
     top_n: int | None = Field(default=None, description="Overrides the reranker's top_n when set.")
-    metadata_mode: MetadataMode = Field(
-        default=MetadataMode.EMBED, description="Which node content view is scored."
-    )
+    metadata_mode: MetadataMode = Field(default=MetadataMode.EMBED, description="Which node content view is scored.")
     _reranker: Reranker = PrivateAttr()
 
     def __init__(self, reranker: Reranker, **kwargs: Any) -> None:
@@ -69,8 +67,13 @@ class RerankProdPostprocessor(BaseNodePostprocessor):
         for position, node in enumerate(nodes):
             if not isinstance(node, NodeWithScore):
                 raise TypeError(f"node {position} must be a NodeWithScore, got {type(node).__name__}")
-            candidates.append(Candidate(text=node.node.get_content(metadata_mode=self.metadata_mode),
-                                        id=node.node.node_id, retrieval_score=node.score))
+            candidates.append(
+                Candidate(
+                    text=node.node.get_content(metadata_mode=self.metadata_mode),
+                    id=node.node.node_id,
+                    retrieval_score=node.score,
+                )
+            )
         return candidates
 
     @staticmethod
@@ -78,11 +81,13 @@ class RerankProdPostprocessor(BaseNodePostprocessor):
         reranked = []
         for item in result:
             node = nodes[item.original_rank].node
-            copy = node.model_copy(update={
-                "metadata": {**node.metadata, **item.metadata()},
-                "excluded_llm_metadata_keys": list(dict.fromkeys([*node.excluded_llm_metadata_keys, *_HIDDEN])),
-                "excluded_embed_metadata_keys": list(dict.fromkeys([*node.excluded_embed_metadata_keys, *_HIDDEN])),
-            })
+            copy = node.model_copy(
+                update={
+                    "metadata": {**node.metadata, **item.metadata()},
+                    "excluded_llm_metadata_keys": list(dict.fromkeys([*node.excluded_llm_metadata_keys, *_HIDDEN])),
+                    "excluded_embed_metadata_keys": list(dict.fromkeys([*node.excluded_embed_metadata_keys, *_HIDDEN])),
+                }
+            )
             reranked.append(NodeWithScore(node=copy, score=item.relevance_score))
         return reranked
 
@@ -90,8 +95,11 @@ class RerankProdPostprocessor(BaseNodePostprocessor):
         return self.top_n or self._reranker.top_n or len(nodes)
 
     def _start(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> str:
-        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self._top_n(nodes),
-                                          model_name=self._reranker.scorer.name))
+        dispatcher.event(
+            ReRankStartEvent(
+                query=query_bundle, nodes=nodes, top_n=self._top_n(nodes), model_name=self._reranker.scorer.name
+            )
+        )
         if query_bundle is None:
             raise ValueError("Missing query bundle in extra info.")
         return query_bundle.query_str

@@ -47,13 +47,13 @@ class EntryLog(Protocol):
     """Optional backend capability: a bounded, append-only log that every replica reads from its
     own cursor. The semantic cache publishes its index entries there so replicas share them."""
 
-    def append_log(self, log: str, entries: Sequence[bytes], max_entries: int,
-                   ttl_s: float | None = None) -> None: ...
+    def append_log(self, log: str, entries: Sequence[bytes], max_entries: int, ttl_s: float | None = None) -> None: ...
 
     def read_log(self, log: str, cursor: str | None, count: int) -> tuple[str | None, list[bytes]]: ...
 
-    async def aappend_log(self, log: str, entries: Sequence[bytes], max_entries: int,
-                          ttl_s: float | None = None) -> None: ...
+    async def aappend_log(
+        self, log: str, entries: Sequence[bytes], max_entries: int, ttl_s: float | None = None
+    ) -> None: ...
 
     async def aread_log(self, log: str, cursor: str | None, count: int) -> tuple[str | None, list[bytes]]: ...
 
@@ -61,8 +61,9 @@ class EntryLog(Protocol):
 class InMemoryCache:
     """Process-local LRU with a TTL per entry (cachetools `TLRUCache`), safe across threads."""
 
-    def __init__(self, maxsize: int = 10_000, ttl_s: float | None = 3600.0,
-                 timer: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, maxsize: int = 10_000, ttl_s: float | None = 3600.0, timer: Callable[[], float] = time.monotonic
+    ) -> None:
         check_int("maxsize", maxsize)
         check_ttl(ttl_s)
         self.ttl_s = ttl_s
@@ -208,8 +209,7 @@ class ResultCache(_Layer):
 
     def key(self, identity: str, query: str, candidates: Sequence[Candidate]) -> str:
         """`identity`: the scorer's and the fusion's (`Reranker.cache_identity`)."""
-        return self._key(identity, query,
-                         [(c.text, c.retrieval_score) for c in candidates])
+        return self._key(identity, query, [(c.text, c.retrieval_score) for c in candidates])
 
     def _parse(self, raw: bytes | None, count: int) -> list[RankingEntry] | None:
         value = self._decode(raw)

@@ -73,8 +73,7 @@ class RedisCache:
         self.url = url
         self.key_prefix = key_prefix
         self.ttl_s = ttl_s
-        options = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": connect_timeout_s,
-                   **client_kwargs}
+        options = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": connect_timeout_s, **client_kwargs}
         # One immediate retry: enough to replace a pooled connection that died with a restarted Redis.
         self._client: redis.Redis = redis_module.Redis.from_url(url, **{"retry": Retry(NoBackoff(), 1), **options})
         self._async_options = {"retry": AsyncRetry(NoBackoff(), 1), **options}
@@ -129,20 +128,21 @@ class RedisCache:
 
     # --- EntryLog: a capped Redis stream ------------------------------------------------------------
 
-    def append_log(self, log: str, entries: Sequence[bytes], max_entries: int,
-                   ttl_s: float | None = None) -> None:
+    def append_log(self, log: str, entries: Sequence[bytes], max_entries: int, ttl_s: float | None = None) -> None:
         if entries:
-            self._queue_appends(self._client.pipeline(transaction=False), log, entries, max_entries,
-                                ttl_s).execute()
+            self._queue_appends(self._client.pipeline(transaction=False), log, entries, max_entries, ttl_s).execute()
 
-    async def aappend_log(self, log: str, entries: Sequence[bytes], max_entries: int,
-                          ttl_s: float | None = None) -> None:
+    async def aappend_log(
+        self, log: str, entries: Sequence[bytes], max_entries: int, ttl_s: float | None = None
+    ) -> None:
         if entries:
-            await self._queue_appends(self._async_client().pipeline(transaction=False), log, entries,
-                                      max_entries, ttl_s).execute()
+            await self._queue_appends(
+                self._async_client().pipeline(transaction=False), log, entries, max_entries, ttl_s
+            ).execute()
 
-    def _queue_appends(self, pipe: Any, log: str, entries: Sequence[bytes], max_entries: int,
-                       ttl_s: float | None) -> Any:
+    def _queue_appends(
+        self, pipe: Any, log: str, entries: Sequence[bytes], max_entries: int, ttl_s: float | None
+    ) -> Any:
         name = self.key_prefix + log
         for entry in entries:
             pipe.xadd(name, {_LOG_FIELD: entry}, maxlen=max_entries, approximate=True)
@@ -152,8 +152,7 @@ class RedisCache:
         return pipe
 
     def read_log(self, log: str, cursor: str | None, count: int) -> tuple[str | None, list[bytes]]:
-        return self._parse_log(self._client.xread({self.key_prefix + log: cursor or "0-0"}, count=count),
-                               cursor)
+        return self._parse_log(self._client.xread({self.key_prefix + log: cursor or "0-0"}, count=count), cursor)
 
     async def aread_log(self, log: str, cursor: str | None, count: int) -> tuple[str | None, list[bytes]]:
         reply = await self._async_client().xread({self.key_prefix + log: cursor or "0-0"}, count=count)
@@ -169,8 +168,10 @@ class RedisCache:
         if not messages:
             return cursor, []
         last_id = messages[-1][0]
-        return (last_id.decode() if isinstance(last_id, bytes) else last_id,
-                [fields[_LOG_FIELD] for _, fields in messages if _LOG_FIELD in fields])
+        return (
+            last_id.decode() if isinstance(last_id, bytes) else last_id,
+            [fields[_LOG_FIELD] for _, fields in messages if _LOG_FIELD in fields],
+        )
 
     # --- lifecycle --------------------------------------------------------------------------------
 

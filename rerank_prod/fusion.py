@@ -50,10 +50,8 @@ def bm25_scores(query: str, texts: Sequence[str]) -> np.ndarray:
     bm25s, Stemmer = _import_bm25()
     stemmer = Stemmer.Stemmer("english")
     index = bm25s.BM25()
-    index.index(bm25s.tokenize(list(texts), stopwords="en", stemmer=stemmer, show_progress=False),
-                show_progress=False)
-    query_tokens = bm25s.tokenize([query], stopwords="en", stemmer=stemmer, return_ids=False,
-                                  show_progress=False)[0]
+    index.index(bm25s.tokenize(list(texts), stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+    query_tokens = bm25s.tokenize([query], stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False)[0]
     return np.asarray(index.get_scores(query_tokens), dtype=np.float64)
 
 
@@ -99,8 +97,13 @@ class WeightedFusion:
     bm25_normalization: Normalization = "minmax"
 
     def __post_init__(self) -> None:
-        _check_weights({"rerank_weight": self.rerank_weight, "retrieval_weight": self.retrieval_weight,
-                        "bm25_weight": self.bm25_weight})
+        _check_weights(
+            {
+                "rerank_weight": self.rerank_weight,
+                "retrieval_weight": self.retrieval_weight,
+                "bm25_weight": self.bm25_weight,
+            }
+        )
         for name in ("rerank_normalization", "retrieval_normalization", "bm25_normalization"):
             if getattr(self, name) not in NORMALIZATIONS:
                 raise ValueError(f"{name} must be one of {NORMALIZATIONS}, got {getattr(self, name)!r}")
@@ -143,8 +146,13 @@ class ReciprocalRankFusion:
 
     def __post_init__(self) -> None:
         check_int("k", self.k)
-        _check_weights({"rerank_weight": self.rerank_weight, "retrieval_weight": self.retrieval_weight,
-                        "bm25_weight": self.bm25_weight})
+        _check_weights(
+            {
+                "rerank_weight": self.rerank_weight,
+                "retrieval_weight": self.retrieval_weight,
+                "bm25_weight": self.bm25_weight,
+            }
+        )
 
     @property
     def identity(self) -> str:

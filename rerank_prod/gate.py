@@ -51,8 +51,9 @@ class ConfidenceGate:
         if self.min_top_gap is not None:
             checks.append((gap >= self.min_top_gap, f"top gap {gap:.3f} {{}} {self.min_top_gap}"))
         if self.min_top_k_std is not None:
-            checks.append((spread >= self.min_top_k_std,
-                           f"top-{self.top_k} std {spread:.3f} {{}} {self.min_top_k_std}"))
+            checks.append(
+                (spread >= self.min_top_k_std, f"top-{self.top_k} std {spread:.3f} {{}} {self.min_top_k_std}")
+            )
         confident = all(passed for passed, _ in checks)
         reason = ", ".join(text.format(">=" if passed else "<") for passed, text in checks)
         return GateDecision(rerank=not confident, reason=reason, top_gap=gap, top_k_std=spread)

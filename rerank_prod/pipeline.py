@@ -45,6 +45,7 @@ class ScoringTimeout(ScorerError):
 
 # --- the I/O the pipeline asks for: cache calls are `IO`, scoring is this -----------------------
 
+
 @dataclass(frozen=True, slots=True)
 class _Score:
     scorer: Scorer
@@ -114,11 +115,14 @@ class Reranker:
         fallback_timeout_s: float | None = None,
         metrics: RerankMetrics | None = None,
     ) -> None:
-        for name, value, kind in (("scorer", scorer, Scorer), ("fallback_scorer", fallback_scorer, Scorer),
-                                  ("result_cache", result_cache, ResultCache),
-                                  ("score_cache", score_cache, ScoreCache),
-                                  ("semantic_cache", semantic_cache, SemanticCache),
-                                  ("metrics", metrics, RerankMetrics)):
+        for name, value, kind in (
+            ("scorer", scorer, Scorer),
+            ("fallback_scorer", fallback_scorer, Scorer),
+            ("result_cache", result_cache, ResultCache),
+            ("score_cache", score_cache, ScoreCache),
+            ("semantic_cache", semantic_cache, SemanticCache),
+            ("metrics", metrics, RerankMetrics),
+        ):
             if value is not None and not isinstance(value, kind):
                 raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
         if scorer is None:
@@ -133,8 +137,7 @@ class Reranker:
                 check_number(name, budget)
         self.scorer = scorer
         self.top_n = top_n
-        self.score_threshold = None if score_threshold is None else as_finite_float(score_threshold,
-                                                                                     "score_threshold")
+        self.score_threshold = None if score_threshold is None else as_finite_float(score_threshold, "score_threshold")
         self.fusion = fusion
         self.gate = gate
         self.result_cache = result_cache
@@ -155,8 +158,10 @@ class Reranker:
         self._pool_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return (f"Reranker(scorer={self.scorer!r}, top_n={self.top_n}, fusion={self.fusion!r}, "
-                f"gate={self.gate!r}, timeout_s={self.timeout_s})")
+        return (
+            f"Reranker(scorer={self.scorer!r}, top_n={self.top_n}, fusion={self.fusion!r}, "
+            f"gate={self.gate!r}, timeout_s={self.timeout_s})"
+        )
 
     # --- public API ------------------------------------------------------------------------------
 
@@ -204,8 +209,12 @@ class Reranker:
                 return self._finish(call, cached, RerankSource(SourceKind.CACHE))
         decision = self.gate.decide(call.candidates) if self.gate is not None else None
         if decision is not None and not decision.rerank:
-            return self._finish(call, self._retriever_order(call),
-                                RerankSource(SourceKind.SKIPPED, f"gate: {decision.reason}"), decision)
+            return self._finish(
+                call,
+                self._retriever_order(call),
+                RerankSource(SourceKind.SKIPPED, f"gate: {decision.reason}"),
+                decision,
+            )
         try:
             scores, item_sources = yield from self._scores(self.scorer, call, self.timeout_s)
         except Exception as failure:
@@ -215,8 +224,9 @@ class Reranker:
             yield IO(self.result_cache, "put", (result_key, ranking))
         return self._finish(call, ranking, _call_source(item_sources), decision, item_sources)
 
-    def _scores(self, scorer: Scorer, call: _Call,
-                timeout_s: float | None) -> Plan[tuple[list[float], list[RerankSource]]]:
+    def _scores(
+        self, scorer: Scorer, call: _Call, timeout_s: float | None
+    ) -> Plan[tuple[list[float], list[RerankSource]]]:
         """A score per candidate, and where each came from: the pair cache (exact query), the
         semantic cache (a near-identical query), or the model for whatever neither had."""
         deadline = None if timeout_s is None else Deadline.after(timeout_s)
@@ -235,8 +245,9 @@ class Reranker:
         unseen = [i for i, score in enumerate(scores) if score is None]
         semantic = None
         if self.semantic_cache is not None and unseen:
-            semantic = yield from self.semantic_cache.lookup_plan(scorer.identity, call.query,
-                                                                  [texts[i] for i in unseen])
+            semantic = yield from self.semantic_cache.lookup_plan(
+                scorer.identity, call.query, [texts[i] for i in unseen]
+            )
             for i, score in zip(unseen, semantic.scores, strict=True):
                 if score is not None:
                     scores[i], sources[i] = score, _CACHED_SEMANTIC
@@ -250,14 +261,18 @@ class Reranker:
             yield IO(self.score_cache, "put_many", ({pair_keys[i]: complete[i] for i in missing},))
         if semantic is not None:
             yield from self.semantic_cache.store_plan(  # type: ignore[union-attr]
-                scorer.identity, call.query, semantic,
-                {texts[i]: complete[i] for i in unseen if sources[i] is not _CACHED_SEMANTIC})
+                scorer.identity,
+                call.query,
+                semantic,
+                {texts[i]: complete[i] for i in unseen if sources[i] is not _CACHED_SEMANTIC},
+            )
         return complete, sources
 
     def _fallback(self, call: _Call, failure: Exception, decision: GateDecision | None) -> Plan[RerankResult]:
         reason = _describe(failure)
-        logger.warning("re-ranking with %s failed (%s: %s); falling back", self.scorer.name,
-                       type(failure).__name__, failure)
+        logger.warning(
+            "re-ranking with %s failed (%s: %s); falling back", self.scorer.name, type(failure).__name__, failure
+        )
         if self.fallback_scorer is not None:
             secondary = self.fallback_scorer
             try:
@@ -266,11 +281,15 @@ class Reranker:
                 reason = f"{reason}; secondary {secondary.name}: {_describe(secondary_failure)}"
                 logger.warning("fallback scorer %s failed too: %s", secondary.name, secondary_failure)
             else:
-                return self._finish(call, self._rank(call, scores),
-                                    RerankSource(SourceKind.FALLBACK, f"secondary {secondary.name}: {reason}"),
-                                    decision)
-        return self._finish(call, self._retriever_order(call),
-                            RerankSource(SourceKind.FALLBACK, f"retriever order: {reason}"), decision)
+                return self._finish(
+                    call,
+                    self._rank(call, scores),
+                    RerankSource(SourceKind.FALLBACK, f"secondary {secondary.name}: {reason}"),
+                    decision,
+                )
+        return self._finish(
+            call, self._retriever_order(call), RerankSource(SourceKind.FALLBACK, f"retriever order: {reason}"), decision
+        )
 
     def _rank(self, call: _Call, scores: Sequence[float]) -> list[RankingEntry]:
         relevance = self.fusion.fuse(call.query, call.candidates, scores) if self.fusion else list(scores)
@@ -282,9 +301,14 @@ class Reranker:
         """Input order is the retriever's order; scores derived from rank keep 'highest first' true."""
         return [(i, 1.0 / (1 + i), None) for i in range(len(call.candidates))]
 
-    def _finish(self, call: _Call, ranking: Sequence[RankingEntry], source: RerankSource,
-                decision: GateDecision | None = None,
-                item_sources: Sequence[RerankSource] | None = None) -> RerankResult:
+    def _finish(
+        self,
+        call: _Call,
+        ranking: Sequence[RankingEntry],
+        source: RerankSource,
+        decision: GateDecision | None = None,
+        item_sources: Sequence[RerankSource] | None = None,
+    ) -> RerankResult:
         """`item_sources`: per candidate (by original rank) when they differ; else all get `source`."""
         threshold = self.score_threshold if source.kind in (SourceKind.MODEL, SourceKind.CACHE) else None
         items: list[RankedCandidate] = []
@@ -293,8 +317,15 @@ class Reranker:
                 break
             if threshold is not None and relevance < threshold:
                 continue
-            items.append(RankedCandidate(call.candidates[original_rank], original_rank, relevance, rerank_score,
-                                         source if item_sources is None else item_sources[original_rank]))
+            items.append(
+                RankedCandidate(
+                    call.candidates[original_rank],
+                    original_rank,
+                    relevance,
+                    rerank_score,
+                    source if item_sources is None else item_sources[original_rank],
+                )
+            )
         result = RerankResult(call.query, tuple(items), source, time.perf_counter() - call.started, decision)
         self.metrics.record(result)
         return result
@@ -317,8 +348,9 @@ class Reranker:
         if request.deadline is None:
             raw = request.scorer.score(request.query, request.texts)
         else:
-            future = self._executor().submit(request.scorer.score, request.query, request.texts,
-                                             deadline=request.deadline)
+            future = self._executor().submit(
+                request.scorer.score, request.query, request.texts, deadline=request.deadline
+            )
             try:
                 raw = future.result(timeout=request.deadline.remaining())
             except concurrent.futures.TimeoutError:

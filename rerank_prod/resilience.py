@@ -33,9 +33,11 @@ T = TypeVar("T")
 _MIN_ATTEMPT_S = 0.01
 _RETRYABLE_STATUS = frozenset({408, 429})
 # Transport failures of the HTTP stacks the clients use (httpx; openai ships its own httpx2).
-_TRANSPORT_ERRORS = (("httpx", ("TimeoutException", "NetworkError", "RemoteProtocolError")),
-                     ("httpx2", ("TimeoutException", "NetworkError", "RemoteProtocolError")),
-                     ("openai", ("APIConnectionError",)))
+_TRANSPORT_ERRORS = (
+    ("httpx", ("TimeoutException", "NetworkError", "RemoteProtocolError")),
+    ("httpx2", ("TimeoutException", "NetworkError", "RemoteProtocolError")),
+    ("openai", ("APIConnectionError",)),
+)
 
 
 class CircuitOpenError(ScorerError):
@@ -136,7 +138,6 @@ class RetryPolicy:
             check_number(name, getattr(self, name), allow_zero=True)
 
 
-
 class CircuitBreaker:
     """Per-backend circuit over whole scorer calls: closed -> open after `failure_threshold`
     consecutive failed calls -> half-open after `cooldown_s` (one trial call) -> closed on success,
@@ -209,8 +210,9 @@ class CircuitBreaker:
                 return
             self._rejected += 1
             wait = max(0.0, self.cooldown_s - (time.monotonic() - self._opened_at))
-        raise CircuitOpenError(f"circuit open after {self.failure_threshold} consecutive failures; "
-                               f"next trial in {wait:.1f}s")
+        raise CircuitOpenError(
+            f"circuit open after {self.failure_threshold} consecutive failures; next trial in {wait:.1f}s"
+        )
 
     def record_success(self) -> None:
         with self._lock:
@@ -224,8 +226,11 @@ class CircuitBreaker:
             if self._state == self.HALF_OPEN or self._consecutive_failures >= self.failure_threshold:
                 if self._state != self.OPEN:
                     self._times_opened += 1
-                    logger.warning("circuit opened after %d consecutive failures; cooling down %.1fs",
-                                   self._consecutive_failures, self.cooldown_s)
+                    logger.warning(
+                        "circuit opened after %d consecutive failures; cooling down %.1fs",
+                        self._consecutive_failures,
+                        self.cooldown_s,
+                    )
                 self._state = self.OPEN
                 self._opened_at = time.monotonic()
             self._trial_in_flight = False
@@ -237,8 +242,12 @@ class CircuitBreaker:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return {"state": self._current_state(), "consecutive_failures": self._consecutive_failures,
-                    "times_opened": self._times_opened, "rejected_calls": self._rejected}
+            return {
+                "state": self._current_state(),
+                "consecutive_failures": self._consecutive_failures,
+                "times_opened": self._times_opened,
+                "rejected_calls": self._rejected,
+            }
 
     def __repr__(self) -> str:
         return f"CircuitBreaker(failure_threshold={self.failure_threshold}, cooldown_s={self.cooldown_s:g})"
@@ -307,8 +316,17 @@ class ResilientCaller:
 
         def log_retry(state: tenacity.RetryCallState) -> None:
             failure = state.outcome.exception() if state.outcome is not None else None
-            logger.info("attempt %d failed (%s); retrying in %.2fs", state.attempt_number,
-                        type(failure).__name__, state.upcoming_sleep)
+            logger.info(
+                "attempt %d failed (%s); retrying in %.2fs",
+                state.attempt_number,
+                type(failure).__name__,
+                state.upcoming_sleep,
+            )
 
-        return {"retry": tenacity.retry_if_exception(is_transient), "wait": wait, "stop": stop,
-                "before_sleep": log_retry, "reraise": True}
+        return {
+            "retry": tenacity.retry_if_exception(is_transient),
+            "wait": wait,
+            "stop": stop,
+            "before_sleep": log_retry,
+            "reraise": True,
+        }

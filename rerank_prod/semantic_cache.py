@@ -164,10 +164,14 @@ class SemanticCache:
         if isinstance(embedder, str):
             if not embedder.strip():
                 raise ValueError("embedder must be a model name/path or a callable")
-            model = load_sentence_transformers_model("SentenceTransformer", embedder, device=device,
-                                                     needed_by="a model name as embedder", extra="semantic-cache")
-            self._embed: Embedder = functools.partial(model.encode, convert_to_numpy=True,
-                                                      show_progress_bar=False)
+            model = load_sentence_transformers_model(
+                "SentenceTransformer",
+                embedder,
+                device=device,
+                needed_by="a model name as embedder",
+                extra="semantic-cache",
+            )
+            self._embed: Embedder = functools.partial(model.encode, convert_to_numpy=True, show_progress_bar=False)
             embedder_identity = embedder_identity or f"sentence-transformers:{embedder}"
         elif callable(embedder):
             if not isinstance(embedder_identity, str) or not embedder_identity.strip():
@@ -189,8 +193,10 @@ class SemanticCache:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return (f"SemanticCache(embedder={self.embedder_identity!r}, threshold={self.threshold}, "
-                f"max_entries={self.max_entries}, backend={self.backend!r})")
+        return (
+            f"SemanticCache(embedder={self.embedder_identity!r}, threshold={self.threshold}, "
+            f"max_entries={self.max_entries}, backend={self.backend!r})"
+        )
 
     # --- the embedder, sync and off the event loop ----------------------------------------------
 
@@ -227,8 +233,9 @@ class SemanticCache:
         scores = yield IO(self._scores, "get_many", (self._scores.keys(scorer_identity, anchor, texts),))
         return SemanticLookup(vector, anchor, similarity, scores)
 
-    def store_plan(self, scorer_identity: str, query: str, lookup: SemanticLookup,
-                   scores: Mapping[str, float]) -> Plan[None]:
+    def store_plan(
+        self, scorer_identity: str, query: str, lookup: SemanticLookup, scores: Mapping[str, float]
+    ) -> Plan[None]:
         """Add `scores` (text -> score) to the matched anchor, or make this query a new anchor."""
         if lookup.vector is None or not scores:
             return

@@ -50,17 +50,59 @@ class RedisServer:
 
     def _tls_args(self) -> tuple[str, ...]:
         key_file = self.workdir / "key.pem"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                        "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key_file),
-                        "-out", str(self.ca_file)], check=True, capture_output=True)
-        return ("--tls-port", str(self.port), "--tls-cert-file", str(self.ca_file), "--tls-key-file",
-                str(key_file), "--tls-ca-cert-file", str(self.ca_file), "--tls-auth-clients", "no")
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                str(key_file),
+                "-out",
+                str(self.ca_file),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return (
+            "--tls-port",
+            str(self.port),
+            "--tls-cert-file",
+            str(self.ca_file),
+            "--tls-key-file",
+            str(key_file),
+            "--tls-ca-cert-file",
+            str(self.ca_file),
+            "--tls-auth-clients",
+            "no",
+        )
 
     def start(self) -> RedisServer:
         self.process = subprocess.Popen(
-            [self.binary, "--bind", "127.0.0.1", "--port", "0" if "--tls-port" in self.extra_args else str(self.port),
-             "--save", "", "--appendonly", "no", "--dir", str(self.workdir), *self.extra_args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "0" if "--tls-port" in self.extra_args else str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                *self.extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

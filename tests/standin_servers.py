@@ -107,14 +107,21 @@ class Answer(Exception):
 
 # --- the wire formats ---------------------------------------------------------------------------
 
+
 def _error_body(flavor: str, status_code: int, message: str) -> Any:
     if flavor == "cohere":
         return {"id": str(uuid.uuid4()), "message": message}
     if flavor == "tei":
         kinds = {422: "Validation", 429: "Overloaded", 401: "Unhealthy"}
         return {"error": message, "error_type": kinds.get(status_code, "Backend")}
-    return {"error": {"message": message, "type": "invalid_request_error" if status_code < 500 else "server_error",
-                      "param": None, "code": None}}
+    return {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error" if status_code < 500 else "server_error",
+            "param": None,
+            "code": None,
+        }
+    }
 
 
 def _strings(value: Any, what: str) -> list[str]:
@@ -133,10 +140,15 @@ def cohere_v2_rerank(body: dict[str, Any], server: StandInServer) -> Any:
     max_tokens = body.get("max_tokens_per_doc")
     if max_tokens is not None and not isinstance(max_tokens, int):
         raise Answer(400, "max_tokens_per_doc must be an integer")
-    results = sorted(({"index": i, "relevance_score": overlap(body["query"], doc)} for i, doc in enumerate(documents)),
-                     key=lambda item: -item["relevance_score"])
-    return {"id": str(uuid.uuid4()), "results": results[:top_n] if top_n else results,
-            "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}}}
+    results = sorted(
+        ({"index": i, "relevance_score": overlap(body["query"], doc)} for i, doc in enumerate(documents)),
+        key=lambda item: -item["relevance_score"],
+    )
+    return {
+        "id": str(uuid.uuid4()),
+        "results": results[:top_n] if top_n else results,
+        "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
+    }
 
 
 def tei_rerank(body: dict[str, Any], server: StandInServer) -> Any:
@@ -149,12 +161,19 @@ def tei_rerank(body: dict[str, Any], server: StandInServer) -> Any:
 
 def infinity_rerank(body: dict[str, Any], server: StandInServer) -> Any:
     documents = _strings(body.get("documents"), "documents")
-    results = [{"relevance_score": overlap(body["query"], doc), "index": i, "document": None}
-               for i, doc in enumerate(documents)]
+    results = [
+        {"relevance_score": overlap(body["query"], doc), "index": i, "document": None}
+        for i, doc in enumerate(documents)
+    ]
     results.sort(key=lambda item: -item["relevance_score"])
-    return {"object": "rerank", "results": results[:body.get("top_n") or None], "model": body.get("model", "default"),
-            "usage": {"prompt_tokens": 10, "total_tokens": 10}, "id": f"infinity-{uuid.uuid4()}",
-            "created": int(time.time())}
+    return {
+        "object": "rerank",
+        "results": results[: body.get("top_n") or None],
+        "model": body.get("model", "default"),
+        "usage": {"prompt_tokens": 10, "total_tokens": 10},
+        "id": f"infinity-{uuid.uuid4()}",
+        "created": int(time.time()),
+    }
 
 
 def _judge(prompt: dict[str, Any]) -> str:
@@ -171,11 +190,22 @@ def openai_chat_completions(body: dict[str, Any], server: StandInServer, content
         raise Answer(400, "model and messages are required")
     if content is None:
         content = _judge(json.loads(messages[-1]["content"]))
-    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": body["model"], "system_fingerprint": None,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
-                         "logprobs": None, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55}}
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55},
+    }
 
 
 def openai_embeddings(body: dict[str, Any], server: StandInServer) -> Any:
@@ -185,10 +215,14 @@ def openai_embeddings(body: dict[str, Any], server: StandInServer) -> Any:
     data = []
     for index, text in enumerate(inputs):
         vector = bag_of_words_vector(text)
-        encoded: Any = (base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector)
+        encoded: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector
         data.append({"object": "embedding", "index": index, "embedding": encoded})
-    return {"object": "list", "data": data, "model": body.get("model"),
-            "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}}
+    return {
+        "object": "list",
+        "data": data,
+        "model": body.get("model"),
+        "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
+    }
 
 
 ROUTES: dict[str, dict[str, Callable[..., Any]]] = {
@@ -200,6 +234,7 @@ ROUTES: dict[str, dict[str, Callable[..., Any]]] = {
 
 
 # --- the server ---------------------------------------------------------------------------------
+
 
 @dataclass
 class StandInServer:
@@ -215,8 +250,7 @@ class StandInServer:
     def __post_init__(self) -> None:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     @property

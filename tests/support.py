@@ -55,6 +55,7 @@ class FailingScorer(ConstantTimeScorer):
 
 # --- real embedders wrapped for each framework --------------------------------------------------
 
+
 @lru_cache(maxsize=2)
 def sentence_transformer(path: str):
     from sentence_transformers import SentenceTransformer
@@ -87,9 +88,7 @@ def langchain_scored_retriever(path: str, texts: Sequence[str], k: int):
     store.add_documents([Document(page_content=text, id=f"doc-{i}") for i, text in enumerate(texts)])
 
     class ScoredRetriever(BaseRetriever):
-        def _get_relevant_documents(
-            self, query: str, *, run_manager: CallbackManagerForRetrieverRun
-        ) -> list[Document]:
+        def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
             hits = store.similarity_search_with_score(query, k=k)
             return [doc.model_copy(update={"metadata": {**doc.metadata, "score": score}}) for doc, score in hits]
 

@@ -153,8 +153,11 @@ def test_pair_cache_hits_are_labelled_per_candidate() -> None:
     reranker = Reranker(ConstantTimeScorer(), score_cache=ScoreCache(InMemoryCache()))
     reranker.rerank("red fox", ["a red fox", "blue sky"])
     mixed = reranker.rerank("red fox", ["blue sky", "red sky", "a red fox"])
-    assert {i.candidate.text: str(i.source) for i in mixed} == {"blue sky": "cache:score", "a red fox": "cache:score",
-                                                                 "red sky": "model"}
+    assert {i.candidate.text: str(i.source) for i in mixed} == {
+        "blue sky": "cache:score",
+        "a red fox": "cache:score",
+        "red sky": "model",
+    }
     assert mixed.source.kind is SourceKind.MODEL  # the model ran for part of the call
     cached = reranker.rerank("red fox", ["red sky", "blue sky"])
     assert str(cached.source) == "cache:score"

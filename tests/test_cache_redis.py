@@ -53,16 +53,19 @@ async def test_two_replicas_share_hits_through_redis(redis_server: RedisServer, 
     shared = await rerank(replica_b, mode, QUERY, PASSAGES)
     assert first.source.kind is SourceKind.MODEL and str(shared.source) == "cache"
     assert replica_b.scorer.scored_texts == []
-    assert [(i.original_rank, i.relevance_score) for i in shared] == [(i.original_rank, i.relevance_score)
-                                                                       for i in first]
+    assert [(i.original_rank, i.relevance_score) for i in shared] == [
+        (i.original_rank, i.relevance_score) for i in first
+    ]
 
     extra = "Vitamin D deficiency is common in nursing-home residents."
     grown = await rerank(replica_b, mode, QUERY, [*PASSAGES, extra])
     assert replica_b.scorer.scored_texts == [extra]  # only the new pair went to the model
     sources = {item.candidate.text: item.metadata()["rerank_source"] for item in grown}
     assert sources == {**dict.fromkeys(PASSAGES, "cache:score"), extra: "model"}
-    assert replica_b.metrics.snapshot()["cache"] == {"result": {"hits": 1, "misses": 1, "errors": 0},
-                                                     "score": {"hits": 4, "misses": 1, "errors": 0}}
+    assert replica_b.metrics.snapshot()["cache"] == {
+        "result": {"hits": 1, "misses": 1, "errors": 0},
+        "score": {"hits": 4, "misses": 1, "errors": 0},
+    }
 
 
 async def test_concurrent_async_calls_share_one_client(redis_server: RedisServer) -> None:
@@ -98,15 +101,17 @@ async def test_entries_expire_after_their_ttl(redis_server: RedisServer) -> None
 
 def test_backend_default_ttl_applies_when_the_layer_sets_none(redis_server: RedisServer) -> None:
     Reranker(ConstantTimeScorer(), score_cache=ScoreCache(RedisCache(redis_server.url, ttl_s=30))).rerank(
-        QUERY, PASSAGES)
+        QUERY, PASSAGES
+    )
     client = raw_client(redis_server)
     assert all(29_000 < client.pttl(key) <= 30_000 for key in client.keys("*"))
 
 
 def test_a_model_or_settings_change_misses(redis_server: RedisServer, cross_encoder_path: str) -> None:
     sigmoid = caching_reranker(CountingScorer(CrossEncoderScorer(cross_encoder_path)), redis_server.url)
-    logits = caching_reranker(CountingScorer(CrossEncoderScorer(cross_encoder_path, activation="identity")),
-                              redis_server.url)
+    logits = caching_reranker(
+        CountingScorer(CrossEncoderScorer(cross_encoder_path, activation="identity")), redis_server.url
+    )
     first = sigmoid.rerank(QUERY, PASSAGES)
     changed = logits.rerank(QUERY, PASSAGES)
     assert changed.source.kind is SourceKind.MODEL and len(logits.scorer.scored_texts) == len(PASSAGES)
@@ -114,12 +119,17 @@ def test_a_model_or_settings_change_misses(redis_server: RedisServer, cross_enco
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-async def test_redis_outage_degrades_then_recovers(redis_server: RedisServer, embedder_path: str, mode: str,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+async def test_redis_outage_degrades_then_recovers(
+    redis_server: RedisServer, embedder_path: str, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
     backend = RedisCache(redis_server.url)
     scorer = ConstantTimeScorer()
-    reranker = Reranker(scorer, result_cache=ResultCache(backend), score_cache=ScoreCache(backend),
-                        semantic_cache=SemanticCache(backend, embedder_path, sync_interval_s=0))
+    reranker = Reranker(
+        scorer,
+        result_cache=ResultCache(backend),
+        score_cache=ScoreCache(backend),
+        semantic_cache=SemanticCache(backend, embedder_path, sync_interval_s=0),
+    )
     first = await rerank(reranker, mode, QUERY, PASSAGES)
     assert (await rerank(reranker, mode, QUERY, PASSAGES)).source.kind is SourceKind.CACHE
     assert "errors" not in caplog.text and "failed" not in caplog.text
@@ -143,8 +153,7 @@ async def test_redis_outage_degrades_then_recovers(redis_server: RedisServer, em
     assert len(raw_client(redis_server).keys("*")) > 0
 
 
-def test_corrupt_and_old_version_values_are_misses(redis_server: RedisServer,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_corrupt_and_old_version_values_are_misses(redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
     scorer = ConstantTimeScorer()
     reranker = caching_reranker(scorer, redis_server.url)
     reranker.rerank(QUERY, PASSAGES)
@@ -161,8 +170,12 @@ def test_corrupt_and_old_version_values_are_misses(redis_server: RedisServer,
 
 def test_key_names_hold_hashes_not_query_text(redis_server: RedisServer, embedder_path: str) -> None:
     backend = RedisCache(redis_server.url, key_prefix="app1:")
-    reranker = Reranker(ConstantTimeScorer(), result_cache=ResultCache(backend), score_cache=ScoreCache(backend),
-                        semantic_cache=SemanticCache(backend, embedder_path))
+    reranker = Reranker(
+        ConstantTimeScorer(),
+        result_cache=ResultCache(backend),
+        score_cache=ScoreCache(backend),
+        semantic_cache=SemanticCache(backend, embedder_path),
+    )
     reranker.rerank(QUERY, PASSAGES)
     names = [key.decode() for key in raw_client(redis_server).keys("*")]
     assert {name.split(":")[3] for name in names} == {"result", "score", "semantic", "semantic-index"}
@@ -200,13 +213,16 @@ def test_tls_with_rediss_url(tmp_path: Path) -> None:
         tls.stop()
 
 
-@pytest.mark.parametrize(("kwargs", "error"), [
-    ({"url": "http://localhost:6379"}, ValueError),
-    ({"url": "redis://localhost", "socket_timeout_s": 0}, ValueError),
-    ({"url": "redis://localhost", "ttl_s": -1}, ValueError),
-    ({"url": "redis://localhost", "key_prefix": 3}, TypeError),
-    ({"url": "redis://localhost", "decode_responses": True}, ValueError),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"url": "http://localhost:6379"}, ValueError),
+        ({"url": "redis://localhost", "socket_timeout_s": 0}, ValueError),
+        ({"url": "redis://localhost", "ttl_s": -1}, ValueError),
+        ({"url": "redis://localhost", "key_prefix": 3}, TypeError),
+        ({"url": "redis://localhost", "decode_responses": True}, ValueError),
+    ],
+)
 def test_bad_redis_configuration(kwargs: dict, error: type[Exception]) -> None:
     with pytest.raises(error):
         RedisCache(**kwargs)

@@ -34,8 +34,12 @@ def cohere_server() -> Iterator[StandInServer]:
 
 
 def scorer_for(server: StandInServer, **options: object) -> CohereScorer:
-    settings: dict[str, object] = {"api_key": SecretStr(KEY), "base_url": server.url, "retry": FAST_RETRY,
-                                   "request_timeout_s": 2.0}
+    settings: dict[str, object] = {
+        "api_key": SecretStr(KEY),
+        "base_url": server.url,
+        "retry": FAST_RETRY,
+        "request_timeout_s": 2.0,
+    }
     return CohereScorer("rerank-v3.5", **{**settings, **options})  # type: ignore[arg-type]
 
 
@@ -87,12 +91,22 @@ def test_missing_key_is_a_construction_error(monkeypatch: pytest.MonkeyPatch) ->
         CohereScorer(api_key="k", top_n=0)
 
 
-@pytest.mark.parametrize("fault", [
-    status(429, retry_after=0.2), status(503), status(500), drop(), raw(b'{"results": [{"index": 0,'),
-    raw(b'{"id": "x", "results": [{"index": 7, "relevance_score": 0.9}], "meta": null}'),
-    raw(b'{"id": "x", "results": [{"index": 0, "relevance_score": 1.5}, {"index": 1, "relevance_score": 0.1},'
-        b' {"index": 2, "relevance_score": 0.1}, {"index": 3, "relevance_score": 0.1}]}'),
-], ids=["429-retry-after", "503", "500", "dropped", "truncated-json", "out-of-range-index", "score-above-1"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        status(429, retry_after=0.2),
+        status(503),
+        status(500),
+        drop(),
+        raw(b'{"results": [{"index": 0,'),
+        raw(b'{"id": "x", "results": [{"index": 7, "relevance_score": 0.9}], "meta": null}'),
+        raw(
+            b'{"id": "x", "results": [{"index": 0, "relevance_score": 1.5}, {"index": 1, "relevance_score": 0.1},'
+            b' {"index": 2, "relevance_score": 0.1}, {"index": 3, "relevance_score": 0.1}]}'
+        ),
+    ],
+    ids=["429-retry-after", "503", "500", "dropped", "truncated-json", "out-of-range-index", "score-above-1"],
+)
 def test_each_fault_ends_in_a_correct_result_after_retry(cohere_server: StandInServer, fault: object) -> None:
     cohere_server.fail_next("/v2/rerank", fault)  # type: ignore[arg-type]
     started = time.monotonic()
@@ -127,8 +141,15 @@ def test_the_key_never_leaks(cohere_server: StandInServer, caplog: pytest.LogCap
         result = reranker.rerank(QUERY, DOCUMENTS)
     assert str(result.source) == "fallback:retriever order: error UnauthorizedError"
     cache_key = cache.key(reranker.cache_identity, QUERY, [])
-    for text in (repr(scorer), scorer.identity, caplog.text, str(result.source), cache_key,
-                 reranker.cache_identity, repr(reranker)):
+    for text in (
+        repr(scorer),
+        scorer.identity,
+        caplog.text,
+        str(result.source),
+        cache_key,
+        reranker.cache_identity,
+        repr(reranker),
+    ):
         assert wrong not in text
     assert "UnauthorizedError" in caplog.text
 

@@ -40,8 +40,9 @@ def test_minilm_ranks_the_on_topic_passages_first(minilm: SentenceTransformerEmb
     assert all(-1.0 <= item.relevance_score <= 1.0 and type(item.relevance_score) is float for item in result)
 
 
-def test_minilm_scores_are_the_cosine_of_its_embeddings(minilm: SentenceTransformerEmbeddingScorer,
-                                                        embedder_path: str) -> None:
+def test_minilm_scores_are_the_cosine_of_its_embeddings(
+    minilm: SentenceTransformerEmbeddingScorer, embedder_path: str
+) -> None:
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(embedder_path)
@@ -50,8 +51,9 @@ def test_minilm_scores_are_the_cosine_of_its_embeddings(minilm: SentenceTransfor
     assert minilm.score(QUERY, PASSAGES[1:2]) == pytest.approx([expected], abs=1e-5)
 
 
-async def test_minilm_async_and_prompts_change_identity(minilm: SentenceTransformerEmbeddingScorer,
-                                                        embedder_path: str) -> None:
+async def test_minilm_async_and_prompts_change_identity(
+    minilm: SentenceTransformerEmbeddingScorer, embedder_path: str
+) -> None:
     assert await minilm.ascore(QUERY, PASSAGES) == pytest.approx(minilm.score(QUERY, PASSAGES))
     prompted = SentenceTransformerEmbeddingScorer(embedder_path, query_prompt="query: ")
     assert prompted.identity != minilm.identity
@@ -108,8 +110,9 @@ def test_openai_embeddings_fall_back_when_down(openai_server: StandInServer) -> 
 def test_one_copy_of_the_weights_per_model(minilm: SentenceTransformerEmbeddingScorer, embedder_path: str) -> None:
     from rerank_prod.scoring.dependencies import load_sentence_transformers_model, require_extra
 
-    shared = load_sentence_transformers_model("SentenceTransformer", embedder_path, needed_by="a semantic cache",
-                                              extra="semantic-cache")
+    shared = load_sentence_transformers_model(
+        "SentenceTransformer", embedder_path, needed_by="a semantic cache", extra="semantic-cache"
+    )
     assert SentenceTransformerEmbeddingScorer(embedder_path, query_prompt="q: ")._model is minilm._model is shared
     with pytest.raises(ImportError, match=r"pip install 'rerank-prod\[http\]'"):
         require_extra("a_module_that_is_not_installed", "SomeScorer", "http")

@@ -29,8 +29,11 @@ def test_unknown_normalization_is_rejected() -> None:
 
 
 def test_weighted_fusion_is_a_weighted_mean_of_normalized_signals() -> None:
-    candidates = [Candidate("a", retrieval_score=10.0), Candidate("b", retrieval_score=0.0),
-                  Candidate("c", retrieval_score=5.0)]
+    candidates = [
+        Candidate("a", retrieval_score=10.0),
+        Candidate("b", retrieval_score=0.0),
+        Candidate("c", retrieval_score=5.0),
+    ]
     fused = WeightedFusion(rerank_weight=0.75, retrieval_weight=0.25).fuse("q", candidates, [0.0, 1.0, 0.5])
     # rerank minmax [0, 1, .5], retrieval minmax [1, 0, .5]
     assert fused == pytest.approx([0.25, 0.75, 0.5])

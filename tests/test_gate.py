@@ -44,8 +44,10 @@ def test_without_retriever_scores_always_rerank() -> None:
     assert gate.decide(scored(2.0, 2.0)).rerank  # all equal: no information
 
 
-@pytest.mark.parametrize("kwargs", [{"min_top_gap": None, "min_top_k_std": None}, {"min_top_gap": 1.5},
-                                    {"top_k": 1}, {"min_top_k_std": "high"}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"min_top_gap": None, "min_top_k_std": None}, {"min_top_gap": 1.5}, {"top_k": 1}, {"min_top_k_std": "high"}],
+)
 def test_bad_configuration(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         ConfidenceGate(**kwargs)

@@ -59,8 +59,7 @@ def test_tei_scores_map_back_to_candidates(tei: StandInServer) -> None:
     assert [item.rerank_score for item in result] == [overlap(QUERY, PASSAGES[i]) for i in BEST_FIRST]
     sent = tei.requests_to("/rerank")[0]
     assert sent.headers["Authorization"] == f"Bearer {SECRET}"
-    assert sent.body == {"query": QUERY, "texts": PASSAGES, "truncate": True, "raw_scores": False,
-                         "return_text": False}
+    assert sent.body == {"query": QUERY, "texts": PASSAGES, "truncate": True, "raw_scores": False, "return_text": False}
 
 
 def test_tei_splits_large_candidate_sets_at_its_cap_and_reuses_connections(tei: StandInServer) -> None:
@@ -88,14 +87,34 @@ def test_tei_learns_a_lower_server_cap_from_its_422(tei: StandInServer) -> None:
     assert len(tei.requests) == 3  # remembered: no second 422
 
 
-@pytest.mark.parametrize("fault", [status(429, retry_after=0.2), status(503), status(500), drop(),
-                                   raw(b'[{"index": 0, "score": 0.9'), raw(b"<html>502 Bad Gateway</html>"),
-                                   raw(b'[{"index": 99, "score": 0.5}]'),
-                                   raw(b'[{"index": 0, "score": 0.5}, {"index": 0, "score": 0.4},'
-                                       b' {"index": 2, "score": 0.3}, {"index": 3, "score": 0.2}]'),
-                                   raw(b'{"error": "model overloaded"}')],
-                         ids=["429-retry-after", "503", "500", "dropped", "truncated-json", "html", "bad-index",
-                              "duplicate-index", "object-not-array"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        status(429, retry_after=0.2),
+        status(503),
+        status(500),
+        drop(),
+        raw(b'[{"index": 0, "score": 0.9'),
+        raw(b"<html>502 Bad Gateway</html>"),
+        raw(b'[{"index": 99, "score": 0.5}]'),
+        raw(
+            b'[{"index": 0, "score": 0.5}, {"index": 0, "score": 0.4},'
+            b' {"index": 2, "score": 0.3}, {"index": 3, "score": 0.2}]'
+        ),
+        raw(b'{"error": "model overloaded"}'),
+    ],
+    ids=[
+        "429-retry-after",
+        "503",
+        "500",
+        "dropped",
+        "truncated-json",
+        "html",
+        "bad-index",
+        "duplicate-index",
+        "object-not-array",
+    ],
+)
 def test_each_fault_ends_in_a_correct_result_after_retry(tei: StandInServer, fault: object) -> None:
     tei.fail_next("/rerank", fault)  # type: ignore[arg-type]
     started = time.monotonic()
@@ -146,8 +165,12 @@ def test_open_circuit_skips_the_server_and_shows_in_source_and_metrics(tei: Stan
     assert len(tei.requests) == requests_before  # failed fast, without contacting the server
     snapshot = reranker.metrics.snapshot()
     assert snapshot["fallback_reasons"]["retriever order: error CircuitOpenError"] == 1
-    assert snapshot["circuit_breakers"][scorer.name] == {"state": "open", "consecutive_failures": 2,
-                                                         "times_opened": 1, "rejected_calls": 1}
+    assert snapshot["circuit_breakers"][scorer.name] == {
+        "state": "open",
+        "consecutive_failures": 2,
+        "times_opened": 1,
+        "rejected_calls": 1,
+    }
 
     time.sleep(0.35)  # cooldown over: one trial request, which succeeds and closes the circuit
     assert reranker.rerank(QUERY, PASSAGES).source.kind is SourceKind.MODEL
@@ -180,8 +203,13 @@ def test_infinity_vllm_shape(infinity: StandInServer) -> None:
     result = Reranker(scorer).rerank(QUERY, PASSAGES)
     assert [item.original_rank for item in result] == BEST_FIRST
     body = infinity.requests[0].body
-    assert body == {"query": QUERY, "documents": PASSAGES, "top_n": 4, "return_documents": False,
-                    "model": "BAAI/bge-reranker-v2-m3"}
+    assert body == {
+        "query": QUERY,
+        "documents": PASSAGES,
+        "top_n": 4,
+        "return_documents": False,
+        "model": "BAAI/bge-reranker-v2-m3",
+    }
     assert "Authorization" not in infinity.requests[0].headers
     assert scorer.identity == "rerank-server:BAAI/bge-reranker-v2-m3"
 
@@ -203,11 +231,19 @@ def test_key_stays_out_of_repr_identity_logs_and_errors(tei: StandInServer, capl
     assert "401" in caplog.text
 
 
-@pytest.mark.parametrize(("options", "error"), [
-    ({"max_batch_size": 0}, ValueError), ({"max_concurrency": -1}, ValueError), ({"truncate": "yes"}, TypeError),
-    ({"request_timeout_s": 0}, ValueError), ({"retry": 3}, TypeError), ({"api_key": 42}, TypeError),
-    ({"circuit_breaker": "on"}, TypeError), ({"max_batch": 8}, TypeError),
-])
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"max_batch_size": 0}, ValueError),
+        ({"max_concurrency": -1}, ValueError),
+        ({"truncate": "yes"}, TypeError),
+        ({"request_timeout_s": 0}, ValueError),
+        ({"retry": 3}, TypeError),
+        ({"api_key": 42}, TypeError),
+        ({"circuit_breaker": "on"}, TypeError),
+        ({"max_batch": 8}, TypeError),
+    ],
+)
 def test_bad_configuration_fails_at_construction(options: dict[str, object], error: type[Exception]) -> None:
     with pytest.raises(error):
         TEIScorer("http://127.0.0.1:1", **options)  # type: ignore[arg-type]

@@ -56,8 +56,10 @@ async def test_ainvoke_uses_native_async(retriever, compressor) -> None:
 
 
 def test_inputs_untouched_and_ids_preserved() -> None:
-    docs = [Document(page_content="blue sky", id="a", metadata={"score": 0.9, "source": "x"}),
-            Document(page_content="red fox", id="b", metadata={"score": 0.1})]
+    docs = [
+        Document(page_content="blue sky", id="a", metadata={"score": 0.9, "source": "x"}),
+        Document(page_content="red fox", id="b", metadata={"score": 0.1}),
+    ]
     compressor = RerankProdCompressor(reranker=Reranker(ConstantTimeScorer()))
     out = compressor.compress_documents(docs, "red fox")
     assert [d.id for d in out] == ["b", "a"]
@@ -66,11 +68,14 @@ def test_inputs_untouched_and_ids_preserved() -> None:
 
 
 def test_gate_skip_is_visible_in_metadata() -> None:
-    docs = [Document(page_content="blue sky", metadata={"relevance": 0.95}),
-            Document(page_content="red fox", metadata={"relevance": 0.2}),
-            Document(page_content="red sky", metadata={"relevance": 0.1})]
-    compressor = RerankProdCompressor(reranker=Reranker(ConstantTimeScorer(), gate=ConfidenceGate()),
-                                      retrieval_score_key="relevance")
+    docs = [
+        Document(page_content="blue sky", metadata={"relevance": 0.95}),
+        Document(page_content="red fox", metadata={"relevance": 0.2}),
+        Document(page_content="red sky", metadata={"relevance": 0.1}),
+    ]
+    compressor = RerankProdCompressor(
+        reranker=Reranker(ConstantTimeScorer(), gate=ConfidenceGate()), retrieval_score_key="relevance"
+    )
     out = compressor.compress_documents(docs, "red fox")
     assert [d.page_content for d in out] == ["blue sky", "red fox", "red sky"]
     assert out[0].metadata["rerank_source"].startswith("skipped:gate")

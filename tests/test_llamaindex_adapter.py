@@ -54,8 +54,12 @@ def collector():
 def _engine(index: VectorStoreIndex, cross_encoder, debug: LlamaDebugHandler):
     """The query engine hands its callback manager to its postprocessors, so the handler goes there."""
     postprocessor = RerankProdPostprocessor(reranker=Reranker(cross_encoder, fusion=WeightedFusion()), top_n=2)
-    return RetrieverQueryEngine.from_args(index.as_retriever(similarity_top_k=5), node_postprocessors=[postprocessor],
-                                          response_mode="no_text", callback_manager=CallbackManager([debug]))
+    return RetrieverQueryEngine.from_args(
+        index.as_retriever(similarity_top_k=5),
+        node_postprocessors=[postprocessor],
+        response_mode="no_text",
+        callback_manager=CallbackManager([debug]),
+    )
 
 
 def _check(nodes: list[NodeWithScore], retrieved: list[NodeWithScore]) -> None:
@@ -98,8 +102,10 @@ async def test_async_query_engine(index, cross_encoder, collector) -> None:
 
 
 def test_inputs_untouched() -> None:
-    nodes = [NodeWithScore(node=TextNode(text="blue sky", id_="a"), score=0.9),
-             NodeWithScore(node=TextNode(text="red fox", id_="b"), score=0.1)]
+    nodes = [
+        NodeWithScore(node=TextNode(text="blue sky", id_="a"), score=0.9),
+        NodeWithScore(node=TextNode(text="red fox", id_="b"), score=0.1),
+    ]
     out = RerankProdPostprocessor(reranker=Reranker(ConstantTimeScorer())).postprocess_nodes(nodes, query_str="red fox")
     assert [n.node.node_id for n in out] == ["b", "a"] and out[0].node.metadata["retrieval_score"] == 0.1
     assert nodes[0].score == 0.9 and nodes[0].node.metadata == {} and nodes[1].node.metadata == {}

@@ -16,8 +16,13 @@ def test_orders_by_score_and_reports_the_contract() -> None:
     result = Reranker(ConstantTimeScorer()).rerank("red fox", DOCS)
     assert [item.original_rank for item in result] == [1, 2, 0]
     meta = result[0].metadata()
-    assert meta == {"relevance_score": 2.0, "rerank_score": 2.0, "retrieval_score": None, "original_rank": 1,
-                    "rerank_source": "model"}
+    assert meta == {
+        "relevance_score": 2.0,
+        "rerank_score": 2.0,
+        "retrieval_score": None,
+        "original_rank": 1,
+        "rerank_source": "model",
+    }
     assert all(type(v) is float for item in result for v in (item.relevance_score, item.rerank_score))
 
 
@@ -67,9 +72,15 @@ def test_bad_candidate_fields() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "error"),
-    [({"timeout_s": 0}, ValueError), ({"top_n": -1}, ValueError), ({"fusion": "weighted"}, TypeError),
-     ({"gate": 0.3}, TypeError), ({"score_threshold": float("inf")}, ValueError),
-     ({"result_cache": {}}, TypeError), ({"fallback_scorer": "bm25"}, TypeError)],
+    [
+        ({"timeout_s": 0}, ValueError),
+        ({"top_n": -1}, ValueError),
+        ({"fusion": "weighted"}, TypeError),
+        ({"gate": 0.3}, TypeError),
+        ({"score_threshold": float("inf")}, ValueError),
+        ({"result_cache": {}}, TypeError),
+        ({"fallback_scorer": "bm25"}, TypeError),
+    ],
 )
 def test_bad_configuration_raises(kwargs: dict, error: type) -> None:
     with pytest.raises(error):
@@ -84,8 +95,11 @@ def test_scorer_must_implement_the_protocol() -> None:
 def test_gate_skips_the_model_when_the_retriever_is_confident() -> None:
     scorer = ConstantTimeScorer()
     reranker = Reranker(scorer, gate=ConfidenceGate(min_top_gap=0.3))
-    confident = [Candidate("blue sky", retrieval_score=9.0), Candidate("a red fox", retrieval_score=1.0),
-                 Candidate("red sky", retrieval_score=0.0)]
+    confident = [
+        Candidate("blue sky", retrieval_score=9.0),
+        Candidate("a red fox", retrieval_score=1.0),
+        Candidate("red sky", retrieval_score=0.0),
+    ]
     result = reranker.rerank("red fox", confident)
     assert result.source.kind is SourceKind.SKIPPED and not result.gate.rerank
     assert [i.original_rank for i in result] == [0, 1, 2] and scorer.scored_texts == []
@@ -124,12 +138,15 @@ async def test_backend_error_uses_the_secondary_scorer(use_async: bool) -> None:
 
 
 def test_secondary_failing_too_ends_in_retriever_order() -> None:
-    reranker = Reranker(FailingScorer(name="remote"), fallback_scorer=ConstantTimeScorer(delay_s=1.0, name="slow"),
-                        timeout_s=0.5, fallback_timeout_s=0.1)
+    reranker = Reranker(
+        FailingScorer(name="remote"),
+        fallback_scorer=ConstantTimeScorer(delay_s=1.0, name="slow"),
+        timeout_s=0.5,
+        fallback_timeout_s=0.1,
+    )
     result = reranker.rerank("red fox", DOCS)
     assert [i.original_rank for i in result] == [0, 1, 2]
-    assert str(result.source) == ("fallback:retriever order: error ConnectionError; "
-                                  "secondary slow: timeout after 0.1s")
+    assert str(result.source) == ("fallback:retriever order: error ConnectionError; secondary slow: timeout after 0.1s")
 
 
 def test_wrong_number_of_scores_is_a_backend_failure() -> None:
@@ -154,7 +171,10 @@ def test_core_import_stays_light() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, rerank_prod; heavy = [m for m in ('torch', 'sentence_transformers', 'langchain_core', "
-            "'llama_index', 'bm25s', 'redis') if m in sys.modules]; print(heavy)")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip() == "[]"
+    code = (
+        "import sys, rerank_prod; heavy = [m for m in ('torch', 'sentence_transformers', 'langchain_core', "
+        "'llama_index', 'bm25s', 'redis') if m in sys.modules]; print(heavy)"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )

@@ -22,8 +22,10 @@ from tests.test_langchain_adapter import PASSAGES, QUERY
 from tests.test_llamaindex_adapter import EventCollector
 
 FAST_RETRY = RetryPolicy(max_attempts=2, backoff_initial_s=0.01, backoff_max_s=0.02)
-ASPIRIN_FIRST = ["Low-dose aspirin lowers the rate of heart attacks in men over fifty.",
-                 "Aspirin use was associated with a lower risk of myocardial infarction."]
+ASPIRIN_FIRST = [
+    "Low-dose aspirin lowers the rate of heart attacks in men over fifty.",
+    "Aspirin use was associated with a lower risk of myocardial infarction.",
+]
 
 
 @pytest.fixture
@@ -46,6 +48,7 @@ def openai_server() -> Iterator[StandInServer]:
 
 # --- LangChain ----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def retriever(embedder_path: str):
     return langchain_scored_retriever(embedder_path, PASSAGES, k=5)
@@ -53,8 +56,9 @@ def retriever(embedder_path: str):
 
 def tei_pipeline(retriever, tei: StandInServer) -> ContextualCompressionRetriever:
     reranker = Reranker(TEIScorer(tei.url, retry=FAST_RETRY), top_n=2, timeout_s=3.0)
-    return ContextualCompressionRetriever(base_compressor=RerankProdCompressor(reranker=reranker),
-                                          base_retriever=retriever)
+    return ContextualCompressionRetriever(
+        base_compressor=RerankProdCompressor(reranker=reranker), base_retriever=retriever
+    )
 
 
 def test_langchain_with_tei(retriever, tei: StandInServer) -> None:
@@ -79,6 +83,7 @@ async def test_langchain_async_with_tei_retries_then_degrades(retriever, tei: St
 
 # --- LlamaIndex ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def index(embedder_path: str) -> VectorStoreIndex:
     nodes = [TextNode(text=text, id_=f"node-{i}") for i, text in enumerate(PASSAGES)]
@@ -91,9 +96,11 @@ def no_llm(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def query_engine(index: VectorStoreIndex, reranker: Reranker) -> RetrieverQueryEngine:
-    return RetrieverQueryEngine.from_args(index.as_retriever(similarity_top_k=5),
-                                          node_postprocessors=[RerankProdPostprocessor(reranker=reranker, top_n=2)],
-                                          response_mode="no_text")
+    return RetrieverQueryEngine.from_args(
+        index.as_retriever(similarity_top_k=5),
+        node_postprocessors=[RerankProdPostprocessor(reranker=reranker, top_n=2)],
+        response_mode="no_text",
+    )
 
 
 def test_llamaindex_with_cohere(index: VectorStoreIndex, cohere_server: StandInServer) -> None:
@@ -111,8 +118,9 @@ def test_llamaindex_with_cohere(index: VectorStoreIndex, cohere_server: StandInS
     assert len(starts) == 1 and starts[0].model_name == "rerank-v3.5"
 
 
-async def test_llamaindex_async_with_cohere_falls_back_when_rate_limited(index: VectorStoreIndex,
-                                                                         cohere_server: StandInServer) -> None:
+async def test_llamaindex_async_with_cohere_falls_back_when_rate_limited(
+    index: VectorStoreIndex, cohere_server: StandInServer
+) -> None:
     cohere_server.fail_next("/v2/rerank", status(429, retry_after=30))  # longer than the budget: no retry
     scorer = CohereScorer(api_key="co-key", base_url=cohere_server.url, retry=FAST_RETRY)
     response = await query_engine(index, Reranker(scorer, timeout_s=2.0)).aquery(QUERY)
@@ -122,8 +130,9 @@ async def test_llamaindex_async_with_cohere_falls_back_when_rate_limited(index: 
 
 
 async def test_llamaindex_async_with_llm_listwise(index: VectorStoreIndex, openai_server: StandInServer) -> None:
-    scorer = LLMListwiseScorer("gpt-4o-mini", api_key="sk-key", base_url=f"{openai_server.url}/v1", window_size=3,
-                               step=2, retry=FAST_RETRY)
+    scorer = LLMListwiseScorer(
+        "gpt-4o-mini", api_key="sk-key", base_url=f"{openai_server.url}/v1", window_size=3, step=2, retry=FAST_RETRY
+    )
     response = await query_engine(index, Reranker(scorer, timeout_s=5.0)).aquery(QUERY)
     assert [node.node.get_content() for node in response.source_nodes] == ASPIRIN_FIRST
     assert len(openai_server.requests) == 2  # 5 candidates: windows (2, 5) then (0, 3)

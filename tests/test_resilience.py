@@ -51,11 +51,18 @@ def test_permanent_failures_are_not_retried() -> None:
     assert len(flaky.timeouts) == 1
 
 
-@pytest.mark.parametrize(("failure", "transient"), [
-    (BackendHTTPError("x", status_code=429), True), (BackendHTTPError("x", status_code=408), True),
-    (BackendHTTPError("x", status_code=500), True), (BackendHTTPError("x", status_code=401), False),
-    (MalformedResponse("prose"), True), (CircuitOpenError("open"), False), (ValueError("bug"), False),
-])
+@pytest.mark.parametrize(
+    ("failure", "transient"),
+    [
+        (BackendHTTPError("x", status_code=429), True),
+        (BackendHTTPError("x", status_code=408), True),
+        (BackendHTTPError("x", status_code=500), True),
+        (BackendHTTPError("x", status_code=401), False),
+        (MalformedResponse("prose"), True),
+        (CircuitOpenError("open"), False),
+        (ValueError("bug"), False),
+    ],
+)
 def test_what_counts_as_transient(failure: Exception, transient: bool) -> None:
     assert is_transient(failure) is transient
 
@@ -125,8 +132,7 @@ def test_circuit_opens_rejects_fast_then_lets_one_trial_through() -> None:
     time.sleep(0.25)
     with breaker.guard():
         pass
-    assert breaker.snapshot() == {"state": "closed", "consecutive_failures": 0, "times_opened": 2,
-                                  "rejected_calls": 2}
+    assert breaker.snapshot() == {"state": "closed", "consecutive_failures": 0, "times_opened": 2, "rejected_calls": 2}
 
 
 async def test_cancellation_counts_only_when_the_deadline_passed() -> None:
@@ -187,10 +193,13 @@ def test_remote_clients_are_imported_only_when_a_scorer_is_built() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, rerank_prod; print([m for m in ('cohere', 'openai', 'httpx', 'httpx2', 'tenacity', 'pydantic')"
-            " if m in sys.modules])")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip() == "[]"
+    code = (
+        "import sys, rerank_prod; print([m for m in ('cohere', 'openai', 'httpx', 'httpx2', 'tenacity', 'pydantic')"
+        " if m in sys.modules])"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
 
 
 def test_a_retry_after_above_the_policy_cap_is_not_waited_for() -> None:

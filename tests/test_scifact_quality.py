@@ -40,8 +40,10 @@ def test_hybrid_fusion_beats_bm25(first_stage, cross_encoder) -> None:
     bm25 = {qid: [c.id for c in cands] for qid, cands in candidates.items()}
     fused = {qid: [i.candidate.id for i in reranker.rerank(queries[qid], cands)] for qid, cands in candidates.items()}
     bm25_ndcg, fused_ndcg = _ndcg_at_10(qrels, bm25), _ndcg_at_10(qrels, fused)
-    print(f"\nSciFact test, {QUERIES} queries, BM25 top-{DEPTH}: BM25 NDCG@10 {bm25_ndcg:.4f}, "
-          f"cross-encoder + BM25 fusion {fused_ndcg:.4f}")
+    print(
+        f"\nSciFact test, {QUERIES} queries, BM25 top-{DEPTH}: BM25 NDCG@10 {bm25_ndcg:.4f}, "
+        f"cross-encoder + BM25 fusion {fused_ndcg:.4f}"
+    )
     assert fused_ndcg > bm25_ndcg + 0.02
     assert reranker.metrics.snapshot()["by_source"]["model"] == QUERIES
 
@@ -55,11 +57,12 @@ def test_adapters_return_exactly_the_core_ranking(first_stage, cross_encoder) ->
         cands: list[Candidate] = candidates[qid]
         core = [(i.candidate.id, i.metadata()) for i in reranker.rerank(queries[qid], cands)]
         docs = compressor.compress_documents(
-            [Document(page_content=c.text, id=c.id, metadata={"score": c.retrieval_score}) for c in cands],
-            queries[qid])
+            [Document(page_content=c.text, id=c.id, metadata={"score": c.retrieval_score}) for c in cands], queries[qid]
+        )
         nodes = postprocessor.postprocess_nodes(
             [NodeWithScore(node=TextNode(text=c.text, id_=c.id), score=c.retrieval_score) for c in cands],
-            QueryBundle(queries[qid]))
+            QueryBundle(queries[qid]),
+        )
         contract = ("relevance_score", "rerank_score", "retrieval_score", "original_rank", "rerank_source")
         assert [(d.id, {k: d.metadata[k] for k in contract}) for d in docs] == core
         assert [(n.node.node_id, {k: n.node.metadata[k] for k in contract}) for n in nodes] == core

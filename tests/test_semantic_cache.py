@@ -61,8 +61,10 @@ async def test_partial_overlap_scores_only_the_unseen_candidates(cross_encoder, 
     await reranker.arerank(QUERY, PASSAGES[:3])
     result = await reranker.arerank(PARAPHRASES[0], PASSAGES[1:5])
     assert reranker.scorer.scored_texts == [*PASSAGES[:3], *PASSAGES[3:5]]
-    assert sources(result) == {**dict.fromkeys(PASSAGES[1:3], "cache:semantic"),
-                               **dict.fromkeys(PASSAGES[3:5], "model")}
+    assert sources(result) == {
+        **dict.fromkeys(PASSAGES[1:3], "cache:semantic"),
+        **dict.fromkeys(PASSAGES[3:5], "model"),
+    }
     assert result.source.kind is SourceKind.MODEL
     # the anchor learned the new passages: another paraphrase now needs no model at all
     again = reranker.rerank(PARAPHRASES[1], PASSAGES[:5])
@@ -70,11 +72,15 @@ async def test_partial_overlap_scores_only_the_unseen_candidates(cross_encoder, 
 
 
 @pytest.mark.parametrize(("mode", "protocol"), [("sync", 2), ("async", 3)])
-async def test_replicas_share_semantic_entries_through_redis(redis_server: RedisServer, cross_encoder,
-                                                             embedder_path: str, mode: str, protocol: int) -> None:
-    replica_a, replica_b = (semantic_reranker(cross_encoder, embedder_path,
-                                              RedisCache(redis_server.url, protocol=protocol), sync_interval_s=0)
-                            for _ in range(2))
+async def test_replicas_share_semantic_entries_through_redis(
+    redis_server: RedisServer, cross_encoder, embedder_path: str, mode: str, protocol: int
+) -> None:
+    replica_a, replica_b = (
+        semantic_reranker(
+            cross_encoder, embedder_path, RedisCache(redis_server.url, protocol=protocol), sync_interval_s=0
+        )
+        for _ in range(2)
+    )
     replica_b.rerank("What is the capital of France?", PASSAGES[:1])  # b's index is already synced once
     replica_a.rerank(QUERY, PASSAGES)
     if mode == "sync":
@@ -115,15 +121,17 @@ def test_a_failing_embedder_degrades_to_no_cache(caplog: pytest.LogCaptureFixtur
     assert len(cache) == 0
 
 
-def test_corrupt_shared_index_entries_are_ignored(redis_server: RedisServer, embedder_path: str,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_corrupt_shared_index_entries_are_ignored(
+    redis_server: RedisServer, embedder_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
     backend = RedisCache(redis_server.url)
     cache = SemanticCache(backend, embedder_path, sync_interval_s=0)
     Reranker(ConstantTimeScorer(), semantic_cache=cache).rerank(QUERY, PASSAGES)
     (log,) = cache._indexes
     nan_vector = np.full(384, np.nan, dtype="<f4").tobytes()
-    backend.append_log(log, [b"short", b"x" * 64 + b"\x00" * 6, "é".encode() * 32 + b"\x00" * 1536,
-                             b"a" * 64 + nan_vector], 100)
+    backend.append_log(
+        log, [b"short", b"x" * 64 + b"\x00" * 6, "é".encode() * 32 + b"\x00" * 1536, b"a" * 64 + nan_vector], 100
+    )
     with caplog.at_level(logging.WARNING, logger="rerank_prod.cache"):
         hit = Reranker(ConstantTimeScorer(), semantic_cache=cache).rerank(PARAPHRASES[0], PASSAGES)
     assert str(hit.source) == "cache:semantic" and caplog.text.count("malformed semantic index entry") == 4
@@ -156,12 +164,20 @@ def unit_embedder(query: str) -> list[float]:
     return [1.0, float(len(query))]
 
 
-@pytest.mark.parametrize(("kwargs", "error"), [
-    ({"threshold": 0}, ValueError), ({"threshold": 1.5}, ValueError), ({"max_entries": 0}, ValueError),
-    ({"sync_interval_s": -1}, ValueError), ({"ttl_s": 0}, ValueError),
-    ({"embedder_identity": None}, ValueError),  # a callable needs a name that changes with its vectors
-    ({"embedder": 3}, TypeError), ({"embedder": " "}, ValueError), ({"backend": {}}, TypeError),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"threshold": 0}, ValueError),
+        ({"threshold": 1.5}, ValueError),
+        ({"max_entries": 0}, ValueError),
+        ({"sync_interval_s": -1}, ValueError),
+        ({"ttl_s": 0}, ValueError),
+        ({"embedder_identity": None}, ValueError),  # a callable needs a name that changes with its vectors
+        ({"embedder": 3}, TypeError),
+        ({"embedder": " "}, ValueError),
+        ({"backend": {}}, TypeError),
+    ],
+)
 def test_bad_semantic_cache_configuration(kwargs: dict, error: type[Exception]) -> None:
     options = {"backend": InMemoryCache(), "embedder": unit_embedder, "embedder_identity": "unit", **kwargs}
     with pytest.raises(error):

@@ -48,9 +48,7 @@ class Scorer(Protocol):
 
     def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]: ...
 
-    async def ascore(
-        self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None
-    ) -> list[float]: ...
+    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]: ...
 
 
 def checked_scores(raw: Sequence[object], expected: int, scorer_name: str) -> list[float]:

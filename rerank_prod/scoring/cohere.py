@@ -61,14 +61,19 @@ class CohereScorer(RemoteScorer):
         self.model = check_text("model", model)
         self.base_url = None if base_url is None else check_base_url(base_url)
         self.top_n = None if top_n is None else check_int("top_n", top_n)
-        self.max_tokens_per_doc = (None if max_tokens_per_doc is None
-                                   else check_int("max_tokens_per_doc", max_tokens_per_doc))
+        self.max_tokens_per_doc = (
+            None if max_tokens_per_doc is None else check_int("max_tokens_per_doc", max_tokens_per_doc)
+        )
         key = resolve_api_key(api_key, COHERE_KEY_ENV_VARS)
         if key is None and self.base_url is None:
             raise ValueError("CohereScorer needs an API key: pass api_key=SecretStr(...) or set CO_API_KEY")
         # A callable key keeps the plain string out of the client's attributes.
-        settings: dict[str, Any] = {"api_key": key.reveal if key is not None else (lambda: _NO_KEY),
-                                    "timeout": request_timeout_s, "max_retries": 0, "client_name": "rerank-prod"}
+        settings: dict[str, Any] = {
+            "api_key": key.reveal if key is not None else (lambda: _NO_KEY),
+            "timeout": request_timeout_s,
+            "max_retries": 0,
+            "client_name": "rerank-prod",
+        }
         if self.base_url is not None:
             settings["base_url"] = self.base_url
         self._client = cohere.ClientV2(**settings)
@@ -81,8 +86,10 @@ class CohereScorer(RemoteScorer):
 
     @property
     def identity(self) -> str:
-        return (f"cohere:{self.model}@{self.base_url or 'api.cohere.com'}"
-                f"|top_n={self.top_n}|max_tokens_per_doc={self.max_tokens_per_doc}")
+        return (
+            f"cohere:{self.model}@{self.base_url or 'api.cohere.com'}"
+            f"|top_n={self.top_n}|max_tokens_per_doc={self.max_tokens_per_doc}"
+        )
 
     def _score(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
         def attempt(timeout_s: float | None) -> list[float]:
@@ -101,8 +108,12 @@ class CohereScorer(RemoteScorer):
         return await self._caller.acall(attempt, deadline)
 
     def _request(self, query: str, texts: Sequence[str], timeout_s: float | None) -> dict[str, Any]:
-        request: dict[str, Any] = {"model": self.model, "query": query, "documents": list(texts),
-                                   "request_options": {"max_retries": 0}}
+        request: dict[str, Any] = {
+            "model": self.model,
+            "query": query,
+            "documents": list(texts),
+            "request_options": {"max_retries": 0},
+        }
         if timeout_s is not None:
             # The name every cohere 5.x-7.x understands (newer ones also read "timeout").
             request["request_options"]["timeout_in_seconds"] = timeout_s

@@ -43,8 +43,14 @@ class CrossEncoderScorer:
         self.max_length = max_length
         self.activation = activation
         self._model = load_sentence_transformers_model(
-            "CrossEncoder", model_name_or_path, needed_by="CrossEncoderScorer", extra="cross-encoder", device=device,
-            max_length=max_length, trust_remote_code=trust_remote_code)
+            "CrossEncoder",
+            model_name_or_path,
+            needed_by="CrossEncoderScorer",
+            extra="cross-encoder",
+            device=device,
+            max_length=max_length,
+            trust_remote_code=trust_remote_code,
+        )
         self._activation_fn = self._resolve_activation(activation)
 
     @staticmethod
@@ -78,9 +84,7 @@ class CrossEncoderScorer:
         )
         return checked_scores(raw.tolist(), len(texts), self.name)
 
-    async def ascore(
-        self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None
-    ) -> list[float]:
+    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
         """CPU-bound model inference: run it off the event loop."""
         return await asyncio.to_thread(self.score, query, texts, deadline=deadline)
 

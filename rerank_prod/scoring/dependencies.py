@@ -33,8 +33,13 @@ def load_sentence_transformers_model(
 
 
 @functools.lru_cache(maxsize=8)
-def _load(model_class: ModelClass, model_name_or_path: str, device: str | None, trust_remote_code: bool,
-          max_length: int | None) -> Any:
+def _load(
+    model_class: ModelClass,
+    model_name_or_path: str,
+    device: str | None,
+    trust_remote_code: bool,
+    max_length: int | None,
+) -> Any:
     import sentence_transformers
 
     options: dict[str, Any] = {"device": device, "trust_remote_code": trust_remote_code}

@@ -71,8 +71,13 @@ class SentenceTransformerEmbeddingScorer:
         self.query_prompt = _optional_text("query_prompt", query_prompt)
         self.document_prompt = _optional_text("document_prompt", document_prompt)
         self._model = load_sentence_transformers_model(
-            "SentenceTransformer", model_name_or_path, needed_by="SentenceTransformerEmbeddingScorer",
-            extra="embedding", device=device, trust_remote_code=trust_remote_code)
+            "SentenceTransformer",
+            model_name_or_path,
+            needed_by="SentenceTransformerEmbeddingScorer",
+            extra="embedding",
+            device=device,
+            trust_remote_code=trust_remote_code,
+        )
 
     @property
     def name(self) -> str:
@@ -80,12 +85,15 @@ class SentenceTransformerEmbeddingScorer:
 
     @property
     def identity(self) -> str:
-        return (f"embedding:{self.model_name_or_path}|max_length={self._model.max_seq_length}"
-                f"|query_prompt={self.query_prompt!r}|document_prompt={self.document_prompt!r}")
+        return (
+            f"embedding:{self.model_name_or_path}|max_length={self._model.max_seq_length}"
+            f"|query_prompt={self.query_prompt!r}|document_prompt={self.document_prompt!r}"
+        )
 
     def _encode(self, texts: Sequence[str], prompt: str | None) -> np.ndarray:
-        return self._model.encode(list(texts), prompt=prompt, batch_size=self.batch_size, convert_to_numpy=True,
-                                  show_progress_bar=False)
+        return self._model.encode(
+            list(texts), prompt=prompt, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
+        )
 
     def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
         if not texts:
@@ -125,8 +133,9 @@ class OpenAIEmbeddingScorer(RemoteScorer):
         self.dimensions = None if dimensions is None else check_int("dimensions", dimensions)
         self.max_batch_size = check_int("max_batch_size", max_batch_size)
         self.max_concurrency = check_int("max_concurrency", max_concurrency)
-        self.base_url, self._client, self._aclients = openai_clients("OpenAIEmbeddingScorer", api_key, base_url,
-                                                                    request_timeout_s)
+        self.base_url, self._client, self._aclients = openai_clients(
+            "OpenAIEmbeddingScorer", api_key, base_url, request_timeout_s
+        )
         self._executor = concurrent.futures.ThreadPoolExecutor(self.max_concurrency, "rerank-prod-embed")
 
     @property
@@ -147,7 +156,7 @@ class OpenAIEmbeddingScorer(RemoteScorer):
 
     def _batches(self, query: str, texts: Sequence[str]) -> list[list[str]]:
         inputs = [query, *texts]
-        return [inputs[start:start + self.max_batch_size] for start in range(0, len(inputs), self.max_batch_size)]
+        return [inputs[start : start + self.max_batch_size] for start in range(0, len(inputs), self.max_batch_size)]
 
     @staticmethod
     def _cosines(batches: list[np.ndarray]) -> list[float]:
@@ -155,8 +164,12 @@ class OpenAIEmbeddingScorer(RemoteScorer):
         return cosine_scores(vectors[0], vectors[1:])
 
     def _request(self, inputs: list[str], timeout_s: float | None) -> dict[str, Any]:
-        request: dict[str, Any] = {"model": self.model, "input": inputs, "encoding_format": "float",
-                                   "timeout": timeout_s}
+        request: dict[str, Any] = {
+            "model": self.model,
+            "input": inputs,
+            "encoding_format": "float",
+            "timeout": timeout_s,
+        }
         if self.dimensions is not None:
             request["dimensions"] = self.dimensions
         return request

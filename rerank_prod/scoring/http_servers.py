@@ -46,7 +46,7 @@ class BatchTooLarge(BackendHTTPError):
 
 
 def _batches(texts: Sequence[str], size: int) -> list[Sequence[str]]:
-    return [texts[start:start + size] for start in range(0, len(texts), size)]
+    return [texts[start : start + size] for start in range(0, len(texts), size)]
 
 
 class ServerOptions(TypedDict, total=False):
@@ -98,8 +98,13 @@ class _HTTPRerankScorer(RemoteScorer):
         headers = {"Authorization": f"Bearer {key.reveal()}"} if key is not None else {}
         # Enough pooled connections for every concurrent batch, kept alive between calls.
         limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
-        settings: dict[str, Any] = {"base_url": self.base_url, "headers": headers, "limits": limits,
-                                    "timeout": request_timeout_s, "follow_redirects": False}
+        settings: dict[str, Any] = {
+            "base_url": self.base_url,
+            "headers": headers,
+            "limits": limits,
+            "timeout": request_timeout_s,
+            "follow_redirects": False,
+        }
         self._client = httpx.Client(**settings)
         self._aclients = PerEventLoop(functools.partial(httpx.AsyncClient, **settings))
         self._executor = concurrent.futures.ThreadPoolExecutor(self.max_concurrency, "rerank-prod-http")
@@ -180,8 +185,9 @@ class _HTTPRerankScorer(RemoteScorer):
         limit = _TEI_BATCH_LIMIT.search(message) if response.status_code == 422 and isinstance(message, str) else None
         if limit is not None:
             return BatchTooLarge(description, limit=int(limit.group(1)))
-        return BackendHTTPError(description, status_code=response.status_code,
-                                retry_after_s=parse_retry_after(response.headers))
+        return BackendHTTPError(
+            description, status_code=response.status_code, retry_after_s=parse_retry_after(response.headers)
+        )
 
     def close(self) -> None:
         """Close the sync client's pooled connections and the batch threads; `aclose()` closes both clients."""
@@ -207,8 +213,15 @@ class TEIScorer(_HTTPRerankScorer):
     see `ServerOptions`.
     """
 
-    def __init__(self, base_url: str, *, truncate: bool = True, raw_scores: bool = False,
-                 max_batch_size: int = TEI_MAX_CLIENT_BATCH_SIZE, **options: Unpack[ServerOptions]) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        truncate: bool = True,
+        raw_scores: bool = False,
+        max_batch_size: int = TEI_MAX_CLIENT_BATCH_SIZE,
+        **options: Unpack[ServerOptions],
+    ) -> None:
         for flag_name, flag in (("truncate", truncate), ("raw_scores", raw_scores)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{flag_name} must be a bool, got {flag!r}")
@@ -221,8 +234,13 @@ class TEIScorer(_HTTPRerankScorer):
         return f"tei:{self.name}|truncate={self.truncate}|raw_scores={self.raw_scores}"
 
     def _payload(self, query: str, texts: Sequence[str]) -> dict[str, Any]:
-        return {"query": query, "texts": list(texts), "truncate": self.truncate, "raw_scores": self.raw_scores,
-                "return_text": False}
+        return {
+            "query": query,
+            "texts": list(texts),
+            "truncate": self.truncate,
+            "raw_scores": self.raw_scores,
+            "return_text": False,
+        }
 
     def _pairs(self, body: Any) -> list[tuple[object, object]]:
         return [(item["index"], item["score"]) for item in body]
@@ -236,8 +254,9 @@ class RerankServerScorer(_HTTPRerankScorer):
     (servers hosting several models need it). Other options: see `ServerOptions`.
     """
 
-    def __init__(self, base_url: str, *, endpoint: str = "/rerank", max_batch_size: int = 64,
-                 **options: Unpack[ServerOptions]) -> None:
+    def __init__(
+        self, base_url: str, *, endpoint: str = "/rerank", max_batch_size: int = 64, **options: Unpack[ServerOptions]
+    ) -> None:
         if not isinstance(endpoint, str) or not endpoint.startswith("/"):
             raise ValueError(f"endpoint must be a path starting with '/', got {endpoint!r}")
         self._endpoint = endpoint
@@ -248,8 +267,12 @@ class RerankServerScorer(_HTTPRerankScorer):
         return f"rerank-server:{self.name}"
 
     def _payload(self, query: str, texts: Sequence[str]) -> dict[str, Any]:
-        payload: dict[str, Any] = {"query": query, "documents": list(texts), "top_n": len(texts),
-                                   "return_documents": False}
+        payload: dict[str, Any] = {
+            "query": query,
+            "documents": list(texts),
+            "top_n": len(texts),
+            "return_documents": False,
+        }
         if self.model is not None:
             payload["model"] = self.model
         return payload

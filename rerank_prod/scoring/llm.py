@@ -52,6 +52,8 @@ LISTWISE_INSTRUCTIONS = (
     'they contain. Reply with only a JSON object of the form {"ranking": [ids]} that lists every '
     "passage id exactly once, most relevant first."
 )
+
+
 def hash_text(text: str) -> str:
     """Short stable fingerprint, so a prompt change invalidates cached scores."""
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -156,22 +158,27 @@ class _ChatScorer(RemoteScorer):
         if not isinstance(json_mode, bool):
             raise TypeError(f"json_mode must be a bool, got {json_mode!r}")
         self.json_mode = json_mode
-        self.base_url, self._client, self._aclients = openai_clients(type(self).__name__, api_key, base_url,
-                                                                    request_timeout_s)
+        self.base_url, self._client, self._aclients = openai_clients(
+            type(self).__name__, api_key, base_url, request_timeout_s
+        )
 
     @property
     def name(self) -> str:
         return self.model
 
     def _settings_identity(self) -> str:
-        return (f"{self.model}@{self.base_url or 'api.openai.com'}|temperature={self.temperature:g}"
-                f"|json_mode={self.json_mode}")
+        return (
+            f"{self.model}@{self.base_url or 'api.openai.com'}|temperature={self.temperature:g}"
+            f"|json_mode={self.json_mode}"
+        )
 
     def _request(self, instructions: str, payload: dict[str, Any], timeout_s: float | None) -> dict[str, Any]:
         request: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": "system", "content": instructions},
-                         {"role": "user", "content": json.dumps(payload, ensure_ascii=False)}],
+            "messages": [
+                {"role": "system", "content": instructions},
+                {"role": "user", "content": json.dumps(payload, ensure_ascii=False)},
+            ],
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "timeout": timeout_s,
@@ -210,8 +217,15 @@ class LLMPointwiseScorer(_ChatScorer):
     back) rather than ranking that candidate with an invented score.
     """
 
-    def __init__(self, model: str, *, max_concurrency: int = 8, max_tokens: int = 20,
-                 request_timeout_s: float | None = 30.0, **options: Unpack[ChatOptions]) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        max_concurrency: int = 8,
+        max_tokens: int = 20,
+        request_timeout_s: float | None = 30.0,
+        **options: Unpack[ChatOptions],
+    ) -> None:
         super().__init__(model, max_tokens=max_tokens, request_timeout_s=request_timeout_s, **options)
         self.max_concurrency = check_int("max_concurrency", max_concurrency)
         self._executor = concurrent.futures.ThreadPoolExecutor(self.max_concurrency, "rerank-prod-llm")
@@ -266,8 +280,16 @@ class LLMListwiseScorer(_ChatScorer):
 
     independent_scores = False
 
-    def __init__(self, model: str, *, window_size: int = 20, step: int = 10, max_tokens: int = 400,
-                 request_timeout_s: float | None = 60.0, **options: Unpack[ChatOptions]) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        window_size: int = 20,
+        step: int = 10,
+        max_tokens: int = 400,
+        request_timeout_s: float | None = 60.0,
+        **options: Unpack[ChatOptions],
+    ) -> None:
         super().__init__(model, max_tokens=max_tokens, request_timeout_s=request_timeout_s, **options)
         self.window_size = check_int("window_size", window_size)
         self.step = check_int("step", step)
@@ -278,8 +300,10 @@ class LLMListwiseScorer(_ChatScorer):
 
     @property
     def identity(self) -> str:
-        return (f"llm-listwise:{self._settings_identity()}|window={self.window_size}|step={self.step}"
-                f"|prompt={hash_text(LISTWISE_INSTRUCTIONS)}")
+        return (
+            f"llm-listwise:{self._settings_identity()}|window={self.window_size}|step={self.step}"
+            f"|prompt={hash_text(LISTWISE_INSTRUCTIONS)}"
+        )
 
     def _score(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
         order = list(range(len(texts)))

@@ -90,8 +90,9 @@ def check_base_url(base_url: object) -> str:
     return url
 
 
-def scores_by_index(pairs: Iterable[tuple[object, object]], count: int, who: str, *,
-                    missing: float | None = None) -> list[float]:
+def scores_by_index(
+    pairs: Iterable[tuple[object, object]], count: int, who: str, *, missing: float | None = None
+) -> list[float]:
     """One score per text from a server's (index, score) pairs, which may come in any order.
 
     Unknown, duplicate or (unless `missing` gives their score) absent indices mean the answer
@@ -124,8 +125,9 @@ class RemoteScorer:
 
     independent_scores = True
 
-    def __init__(self, *, request_timeout_s: float | None, retry: RetryPolicy | None,
-                 circuit_breaker: CircuitBreaker | None) -> None:
+    def __init__(
+        self, *, request_timeout_s: float | None, retry: RetryPolicy | None, circuit_breaker: CircuitBreaker | None
+    ) -> None:
         """`retry=None` means the default `RetryPolicy()`; `circuit_breaker=None` a fresh default
         `CircuitBreaker()` for this scorer (pass one instance to several scorers to share it)."""
         if circuit_breaker is not None and not isinstance(circuit_breaker, CircuitBreaker):
