@@ -2,10 +2,12 @@
 
 from rerank_prod.cache import CacheBackend, CacheStats, EntryLog, InMemoryCache, ResultCache, ScoreCache
 from rerank_prod.cache_redis import RedisCache
+from rerank_prod.deadline import Deadline
+from rerank_prod.errors import ScorerError, ScoringTimeout
 from rerank_prod.fusion import ReciprocalRankFusion, WeightedFusion, normalize
 from rerank_prod.gate import ConfidenceGate
 from rerank_prod.metrics import RerankMetrics
-from rerank_prod.pipeline import Reranker, ScoringTimeout
+from rerank_prod.pipeline import Reranker
 from rerank_prod.resilience import (
     BudgetExhausted,
     CircuitBreaker,
@@ -17,13 +19,11 @@ from rerank_prod.scoring import (
     DEFAULT_CROSS_ENCODER,
     CohereScorer,
     CrossEncoderScorer,
-    Deadline,
     LLMListwiseScorer,
     LLMPointwiseScorer,
     OpenAIEmbeddingScorer,
     RerankServerScorer,
     Scorer,
-    ScorerError,
     SentenceTransformerEmbeddingScorer,
     TEIScorer,
 )

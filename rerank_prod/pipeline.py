@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from rerank_prod.cache import RankingEntry, ResultCache, ScoreCache
+from rerank_prod.deadline import Deadline
 from rerank_prod.effects import IO, Plan, arun, run
+from rerank_prod.errors import ScoringTimeout
 from rerank_prod.fusion import Fusion
 from rerank_prod.gate import ConfidenceGate
 from rerank_prod.metrics import RerankMetrics
-from rerank_prod.scoring.base import Deadline, Scorer, ScorerError, checked_scores
+from rerank_prod.scoring.base import Scorer, checked_scores
 from rerank_prod.semantic_cache import SemanticCache
 from rerank_prod.types import (
     Candidate,
@@ -37,10 +39,6 @@ from rerank_prod.validation import check_int, check_number
 logger = logging.getLogger("rerank_prod")
 
 _SCORING_THREADS = 4
-
-
-class ScoringTimeout(ScorerError):
-    """The scorer did not answer within the call's time budget."""
 
 
 # --- the I/O the pipeline asks for: cache calls are `IO`, scoring is this -----------------------
@@ -151,9 +149,8 @@ class Reranker:
             if layer is not None:
                 self.metrics.track_cache(layer.namespace, layer.stats)
         for backend in (scorer, fallback_scorer):
-            breaker = getattr(backend, "circuit_breaker", None)
-            if backend is not None and breaker is not None:
-                self.metrics.track_breaker(backend.name, breaker)
+            if backend is not None and backend.circuit_breaker is not None:
+                self.metrics.track_breaker(backend.name, backend.circuit_breaker)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -233,7 +230,7 @@ class Reranker:
         texts = [c.text for c in call.candidates]
         # A score that depends on the other candidates (listwise LLM, top-n cut) is no pair score:
         # neither the pair cache nor the semantic cache may hold it.
-        if not getattr(scorer, "independent_scores", True):
+        if not scorer.independent_scores:
             fresh = yield _Score(scorer, call.query, texts, deadline)
             return list(fresh), [_MODEL_SOURCE] * len(texts)
         scores: list[float | None] = [None] * len(texts)

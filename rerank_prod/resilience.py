@@ -22,7 +22,8 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from rerank_prod.scoring.base import Deadline, ScorerError
+from rerank_prod.deadline import Deadline
+from rerank_prod.errors import ScorerError
 from rerank_prod.validation import check_int, check_number
 
 logger = logging.getLogger("rerank_prod")

@@ -14,6 +14,9 @@ from rerank_prod import Deadline
 class ConstantTimeScorer:
     """Scores by word overlap after sleeping `delay_s`; counts the texts it was asked to score."""
 
+    independent_scores = True
+    circuit_breaker = None
+
     def __init__(self, delay_s: float = 0.0, name: str = "overlap") -> None:
         self.delay_s = delay_s
         self._name = name
@@ -125,6 +128,14 @@ class CountingScorer:
     @property
     def identity(self) -> str:
         return self.inner.identity
+
+    @property
+    def independent_scores(self) -> bool:
+        return self.inner.independent_scores
+
+    @property
+    def circuit_breaker(self):
+        return self.inner.circuit_breaker
 
     def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
         self.scored_texts.extend(texts)

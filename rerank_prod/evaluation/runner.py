@@ -16,12 +16,14 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from rerank_prod.deadline import Deadline
 from rerank_prod.evaluation.configs import Spec, build_reranker
 from rerank_prod.evaluation.first_stage import Ranking
 from rerank_prod.gate import ConfidenceGate
 from rerank_prod.metrics import latency_summary
 from rerank_prod.pipeline import Reranker
-from rerank_prod.scoring import Deadline, Scorer
+from rerank_prod.resilience import CircuitBreaker
+from rerank_prod.scoring import Scorer
 from rerank_prod.types import Candidate, RerankResult, SourceKind
 
 Recording = dict[tuple[str, tuple[str, ...]], tuple[list[float], float]]
@@ -49,6 +51,14 @@ class ReplayScorer:
     @property
     def identity(self) -> str:
         return self.scorer.identity
+
+    @property
+    def independent_scores(self) -> bool:
+        return self.scorer.independent_scores
+
+    @property
+    def circuit_breaker(self) -> CircuitBreaker | None:
+        return self.scorer.circuit_breaker
 
     def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
         key = (query, tuple(texts))

@@ -1,6 +1,6 @@
 """Scorer backends behind one protocol. Optional dependencies are imported when a scorer is built."""
 
-from rerank_prod.scoring.base import Deadline, Scorer, ScorerError, checked_scores
+from rerank_prod.scoring.base import LocalScorer, Scorer, checked_scores
 from rerank_prod.scoring.cohere import CohereScorer
 from rerank_prod.scoring.cross_encoder import DEFAULT_CROSS_ENCODER, CrossEncoderScorer
 from rerank_prod.scoring.embedding import OpenAIEmbeddingScorer, SentenceTransformerEmbeddingScorer
@@ -11,13 +11,12 @@ __all__ = [
     "DEFAULT_CROSS_ENCODER",
     "CohereScorer",
     "CrossEncoderScorer",
-    "Deadline",
     "LLMListwiseScorer",
     "LLMPointwiseScorer",
+    "LocalScorer",
     "OpenAIEmbeddingScorer",
     "RerankServerScorer",
     "Scorer",
-    "ScorerError",
     "SentenceTransformerEmbeddingScorer",
     "TEIScorer",
     "checked_scores",

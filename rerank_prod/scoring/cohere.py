@@ -11,8 +11,8 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+from rerank_prod.deadline import Deadline
 from rerank_prod.resilience import CircuitBreaker, MalformedResponse, RetryPolicy
-from rerank_prod.scoring.base import Deadline
 from rerank_prod.scoring.dependencies import require_extra
 from rerank_prod.scoring.remote import (
     PerEventLoop,

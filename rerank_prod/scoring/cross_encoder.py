@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from rerank_prod.scoring.base import Deadline, checked_scores
+from rerank_prod.deadline import Deadline
+from rerank_prod.scoring.base import LocalScorer, checked_scores
 from rerank_prod.scoring.dependencies import load_sentence_transformers_model
 from rerank_prod.validation import check_int, check_text
 
@@ -15,7 +15,7 @@ Activation = Literal["default", "sigmoid", "identity"]
 _ACTIVATIONS: tuple[str, ...] = ("default", "sigmoid", "identity")
 
 
-class CrossEncoderScorer:
+class CrossEncoderScorer(LocalScorer):
     """Scores pairs with a cross-encoder, loaded once at construction and reused.
 
     `activation`: "default" keeps the model's own (sigmoid for one-logit models), "sigmoid"
@@ -83,10 +83,6 @@ class CrossEncoderScorer:
             convert_to_numpy=True,
         )
         return checked_scores(raw.tolist(), len(texts), self.name)
-
-    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
-        """CPU-bound model inference: run it off the event loop."""
-        return await asyncio.to_thread(self.score, query, texts, deadline=deadline)
 
     def __repr__(self) -> str:
         return f"CrossEncoderScorer({self.model_name_or_path!r}, activation={self.activation!r})"

@@ -7,7 +7,6 @@ a local sentence-transformers model or an OpenAI-compatible `/embeddings` endpoi
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import functools
 from collections.abc import Sequence
@@ -15,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from rerank_prod.deadline import Deadline
+from rerank_prod.errors import ScorerError
 from rerank_prod.resilience import CircuitBreaker, MalformedResponse, RetryPolicy
-from rerank_prod.scoring.base import Deadline, ScorerError
+from rerank_prod.scoring.base import LocalScorer
 from rerank_prod.scoring.dependencies import load_sentence_transformers_model
 from rerank_prod.scoring.openai_clients import openai_clients
 from rerank_prod.scoring.remote import (
@@ -49,7 +50,7 @@ def _optional_text(name: str, value: str | None) -> str | None:
     return value
 
 
-class SentenceTransformerEmbeddingScorer:
+class SentenceTransformerEmbeddingScorer(LocalScorer):
     """Cosine similarity with a local sentence-transformers bi-encoder (e.g. all-MiniLM-L6-v2).
 
     `query_prompt` / `document_prompt` are prepended for models trained with them
@@ -99,10 +100,6 @@ class SentenceTransformerEmbeddingScorer:
         if not texts:
             return []
         return cosine_scores(self._encode([query], self.query_prompt)[0], self._encode(texts, self.document_prompt))
-
-    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
-        """CPU-bound model inference: run it off the event loop."""
-        return await asyncio.to_thread(self.score, query, texts, deadline=deadline)
 
     def __repr__(self) -> str:
         return f"SentenceTransformerEmbeddingScorer({self.model_name_or_path!r})"

@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
+from rerank_prod.deadline import Deadline
 from rerank_prod.resilience import CircuitBreaker, MalformedResponse, ResilientCaller, RetryPolicy
-from rerank_prod.scoring.base import Deadline
 from rerank_prod.types import as_finite_float
 from rerank_prod.validation import check_text
 
