@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -72,8 +72,14 @@ def _check_weights(weights: dict[str, float]) -> None:
         _import_bm25()  # a missing extra is a configuration error: say so now, not on the first call
 
 
+@runtime_checkable
 class Fusion(Protocol):
-    """Combines the model's scores with other signals into the final relevance score."""
+    """Combines the model's scores with other signals into the final relevance score.
+
+    `identity` names every setting that changes the fused scores (result-cache keys include it);
+    `fuse` returns one finite score per candidate, higher is more relevant. It runs inside the
+    pipeline's own logic: an exception from it is a bug and propagates to the caller.
+    """
 
     @property
     def identity(self) -> str: ...

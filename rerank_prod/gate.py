@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from rerank_prod.fusion import normalize
 from rerank_prod.types import Candidate, GateDecision
 from rerank_prod.validation import check_int, check_number
+
+
+@runtime_checkable
+class Gate(Protocol):
+    """Decides per call whether the model should re-rank (`GateDecision.rerank`) and says why."""
+
+    def decide(self, candidates: Sequence[Candidate]) -> GateDecision: ...
 
 
 @dataclass(frozen=True)

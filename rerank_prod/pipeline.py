@@ -14,14 +14,14 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from rerank_prod.cache import RankingEntry, ResultCache, ScoreCache
 from rerank_prod.deadline import Deadline
-from rerank_prod.effects import IO, Plan, arun, run
+from rerank_prod.effects import EffectFailed, Plan, arun, ask, effect, run
 from rerank_prod.errors import ScoringTimeout
 from rerank_prod.fusion import Fusion
-from rerank_prod.gate import ConfidenceGate
+from rerank_prod.gate import Gate
 from rerank_prod.metrics import RerankMetrics
 from rerank_prod.scoring.base import Scorer, checked_scores
 from rerank_prod.semantic_cache import SemanticCache
@@ -104,7 +104,7 @@ class Reranker:
         top_n: int | None = None,
         score_threshold: float | None = None,
         fusion: Fusion | None = None,
-        gate: ConfidenceGate | None = None,
+        gate: Gate | None = None,
         result_cache: ResultCache | None = None,
         score_cache: ScoreCache | None = None,
         semantic_cache: SemanticCache | None = None,
@@ -119,16 +119,14 @@ class Reranker:
             ("result_cache", result_cache, ResultCache),
             ("score_cache", score_cache, ScoreCache),
             ("semantic_cache", semantic_cache, SemanticCache),
+            ("fusion", fusion, Fusion),
+            ("gate", gate, Gate),
             ("metrics", metrics, RerankMetrics),
         ):
             if value is not None and not isinstance(value, kind):
                 raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
         if scorer is None:
             raise TypeError("scorer is required")
-        if fusion is not None and not (callable(getattr(fusion, "fuse", None)) and hasattr(fusion, "identity")):
-            raise TypeError(f"fusion must be a Fusion (WeightedFusion, ReciprocalRankFusion), got {fusion!r}")
-        if gate is not None and not callable(getattr(gate, "decide", None)):
-            raise TypeError(f"gate must be a ConfidenceGate, got {gate!r}")
         _check_top_n(top_n)
         for name, budget in (("timeout_s", timeout_s), ("fallback_timeout_s", fallback_timeout_s)):
             if budget is not None:
@@ -163,12 +161,31 @@ class Reranker:
     # --- public API ------------------------------------------------------------------------------
 
     def rerank(self, query: str, candidates: Iterable[Candidate | str], *, top_n: int | None = None) -> RerankResult:
-        return run(self._plan(self._start(query, candidates, top_n)), self._perform)
+        """Re-rank `candidates` (retriever order, best first) for `query`.
+
+        Returns a `RerankResult`: `items` best first (at most `top_n`, this call's value or the
+        reranker's), each a `RankedCandidate` with `relevance_score` (final, highest first),
+        `rerank_score` (raw model score, None when the model did not score it), `retrieval_score`,
+        `original_rank` (0-based input position) and `source`; the call's `source` ("model",
+        "cache...", "fallback:<why>", "skipped:<why>"), `latency_s` and the `gate` decision.
+
+        Raises `TypeError` / `ValueError` for invalid input (a query that is not a non-empty str,
+        a candidate that is not a `Candidate` or str, a bad `top_n`), before any work. Never raises
+        because a backend failed or was slow: a scorer error or timeout falls back to
+        `fallback_scorer`, then to retriever order, and a cache failure means no cache for the call.
+        An empty candidate list gives an empty result.
+
+        `timeout_s` bounds the primary scorer's work (retries included); the fallback scorer gets
+        `fallback_timeout_s`. Inputs are never mutated.
+        """
+        return run(self._plan(self._start(query, candidates, top_n)))
 
     async def arerank(
         self, query: str, candidates: Iterable[Candidate | str], *, top_n: int | None = None
     ) -> RerankResult:
-        return await arun(self._plan(self._start(query, candidates, top_n)), self._aperform)
+        """`rerank`, natively async: remote scorers and caches are awaited (no thread hop); a local
+        model runs off the event loop. Same result, errors and budget as `rerank`."""
+        return await arun(self._plan(self._start(query, candidates, top_n)))
 
     @property
     def cache_identity(self) -> str:
@@ -198,10 +215,11 @@ class Reranker:
     def _plan(self, call: _Call) -> Plan[RerankResult]:
         if not call.candidates:
             return self._finish(call, [], RerankSource(SourceKind.SKIPPED, "no candidates"))
-        result_key = None
-        if self.result_cache is not None:
-            result_key = self.result_cache.key(self.cache_identity, call.query, call.candidates)
-            cached = yield IO(self.result_cache, "get", (result_key, len(call.candidates)))
+        results, result_key = self.result_cache, ""
+        if results is not None:
+            result_key = results.key(self.cache_identity, call.query, call.candidates)
+            count = len(call.candidates)
+            cached = yield from ask(effect("cache.result.read", results.get, results.aget, result_key, count))
             if cached is not None:
                 return self._finish(call, cached, RerankSource(SourceKind.CACHE))
         decision = self.gate.decide(call.candidates) if self.gate is not None else None
@@ -214,11 +232,11 @@ class Reranker:
             )
         try:
             scores, item_sources = yield from self._scores(self.scorer, call, self.timeout_s)
-        except Exception as failure:
-            return (yield from self._fallback(call, failure, decision))
+        except EffectFailed as failure:
+            return (yield from self._fallback(call, failure.cause, decision))
         ranking = self._rank(call, scores)
-        if result_key is not None:
-            yield IO(self.result_cache, "put", (result_key, ranking))
+        if results is not None:
+            yield from ask(effect("cache.result.write", results.put, results.aput, result_key, ranking))
         return self._finish(call, ranking, _call_source(item_sources), decision, item_sources)
 
     def _scores(
@@ -231,13 +249,14 @@ class Reranker:
         # A score that depends on the other candidates (listwise LLM, top-n cut) is no pair score:
         # neither the pair cache nor the semantic cache may hold it.
         if not scorer.independent_scores:
-            fresh = yield _Score(scorer, call.query, texts, deadline)
-            return list(fresh), [_MODEL_SOURCE] * len(texts)
+            fresh = yield from self._score(_Score(scorer, call.query, texts, deadline))
+            return fresh, [_MODEL_SOURCE] * len(texts)
         scores: list[float | None] = [None] * len(texts)
         pair_keys: list[str] = []
         if self.score_cache is not None:
             pair_keys = self.score_cache.keys(scorer.identity, call.query, texts)
-            scores = yield IO(self.score_cache, "get_many", (pair_keys,))
+            pair_cache = self.score_cache
+            scores = yield from ask(effect("cache.score.read", pair_cache.get_many, pair_cache.aget_many, pair_keys))
         sources = [_MODEL_SOURCE if score is None else _CACHED_PAIR for score in scores]
         unseen = [i for i, score in enumerate(scores) if score is None]
         semantic = None
@@ -250,14 +269,16 @@ class Reranker:
                     scores[i], sources[i] = score, _CACHED_SEMANTIC
         missing = [i for i, score in enumerate(scores) if score is None]
         if missing:
-            fresh = yield _Score(scorer, call.query, [texts[i] for i in missing], deadline)
+            fresh = yield from self._score(_Score(scorer, call.query, [texts[i] for i in missing], deadline))
             for i, score in zip(missing, fresh, strict=True):
                 scores[i] = score
         complete = cast(list[float], scores)
-        if missing and pair_keys:
-            yield IO(self.score_cache, "put_many", ({pair_keys[i]: complete[i] for i in missing},))
-        if semantic is not None:
-            yield from self.semantic_cache.store_plan(  # type: ignore[union-attr]
+        if missing and self.score_cache is not None:
+            fresh_pairs = {pair_keys[i]: complete[i] for i in missing}
+            pair_cache = self.score_cache
+            yield from ask(effect("cache.score.write", pair_cache.put_many, pair_cache.aput_many, fresh_pairs))
+        if semantic is not None and self.semantic_cache is not None:
+            yield from self.semantic_cache.store_plan(
                 scorer.identity,
                 call.query,
                 semantic,
@@ -274,9 +295,10 @@ class Reranker:
             secondary = self.fallback_scorer
             try:
                 scores, _ = yield from self._scores(secondary, call, self.fallback_timeout_s)
-            except Exception as secondary_failure:
-                reason = f"{reason}; secondary {secondary.name}: {_describe(secondary_failure)}"
-                logger.warning("fallback scorer %s failed too: %s", secondary.name, secondary_failure)
+            except EffectFailed as secondary_failure:
+                cause = secondary_failure.cause
+                reason = f"{reason}; secondary {secondary.name}: {_describe(cause)}"
+                logger.warning("fallback scorer %s failed too: %s", secondary.name, cause)
             else:
                 return self._finish(
                     call,
@@ -327,13 +349,10 @@ class Reranker:
         self.metrics.record(result)
         return result
 
-    # --- performing the I/O ----------------------------------------------------------------------
+    # --- performing the scoring I/O --------------------------------------------------------------
 
-    def _perform(self, effect: _Score | IO) -> Any:
-        return self._score_sync(effect) if isinstance(effect, _Score) else effect.perform()
-
-    async def _aperform(self, effect: _Score | IO) -> Any:
-        return await self._score_async(effect) if isinstance(effect, _Score) else await effect.aperform()
+    def _score(self, request: _Score) -> Plan[list[float]]:
+        return ask(effect("score", self._score_sync, self._score_async, request))
 
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._pool_lock:

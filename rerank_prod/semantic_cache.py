@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from rerank_prod.cache import KEY_PREFIX, CacheBackend, EntryLog, ScoreCache, check_ttl, digest
-from rerank_prod.effects import IO, Plan
+from rerank_prod.effects import EffectFailed, Plan, ask, effect
 from rerank_prod.scoring.dependencies import load_sentence_transformers_model
 from rerank_prod.validation import check_int, check_number
 
@@ -35,6 +35,10 @@ Embedder = Callable[[str], Any]
 _ANCHOR_CHARS = 64  # a SHA-256 hex digest
 _VECTOR_DTYPE = np.dtype("<f4")
 _LOG_PAGE = 1000
+
+
+class EmbeddingMismatch(ValueError):
+    """A vector of another size than the index holds: the embedder changed without a new identity."""
 
 
 class VectorIndex:
@@ -59,7 +63,7 @@ class VectorIndex:
 
     def _check_dim(self, vector: np.ndarray) -> None:
         if vector.shape != (self.dim,):
-            raise ValueError(f"embedding has shape {vector.shape}, the index holds {self.dim}-d vectors")
+            raise EmbeddingMismatch(f"embedding has shape {vector.shape}, the index holds {self.dim}-d vectors")
 
     def _touch(self, slot: int) -> None:
         self._clock += 1
@@ -186,7 +190,6 @@ class SemanticCache:
         self.ttl_s = ttl_s
         self.sync_interval_s = float(sync_interval_s)
         self.stats = self._scores.stats
-        self._shared = isinstance(backend, EntryLog)
         self._indexes: dict[str, VectorIndex] = {}
         self._cursors: dict[str, str | None] = {}
         self._pulled_at: dict[str, float] = {}
@@ -219,18 +222,23 @@ class SemanticCache:
         log = self._log_name(scorer_identity)
         yield from self._pull_plan(log)
         try:
-            vector = yield IO(self, "embed", (query,))
+            vector = yield from ask(effect("cache.semantic.embed", self.embed, self.aembed, query))
+        except EffectFailed as failure:
+            self._failed("lookup", failure.cause)
+            return SemanticLookup(None, None, None, [None] * len(texts))
+        try:
             with self._lock:
                 index = self._indexes.get(log)
                 match = index.nearest(vector, self.threshold) if index is not None else None
-        except Exception as exc:
+        except EmbeddingMismatch as exc:  # the embedder's vectors changed size: its identity should have too
             self._failed("lookup", exc)
             return SemanticLookup(None, None, None, [None] * len(texts))
         if match is None:
             self.stats.record(misses=len(texts))
             return SemanticLookup(vector, None, None, [None] * len(texts))
         anchor, similarity = match
-        scores = yield IO(self._scores, "get_many", (self._scores.keys(scorer_identity, anchor, texts),))
+        keys = self._scores.keys(scorer_identity, anchor, texts)
+        scores = yield from ask(effect("cache.semantic.read", self._scores.get_many, self._scores.aget_many, keys))
         return SemanticLookup(vector, anchor, similarity, scores)
 
     def store_plan(
@@ -241,37 +249,57 @@ class SemanticCache:
             return
         anchor = lookup.anchor or digest(self.embedder_identity, scorer_identity, query)
         keys = self._scores.keys(scorer_identity, anchor, list(scores))
-        yield IO(self._scores, "put_many", (dict(zip(keys, scores.values(), strict=True)),))
+        anchored = dict(zip(keys, scores.values(), strict=True))
+        yield from ask(effect("cache.semantic.write", self._scores.put_many, self._scores.aput_many, anchored))
         if lookup.anchor is not None:
             return
         log = self._log_name(scorer_identity)
         try:
             with self._lock:
                 self._index(log, lookup.vector.size).add(anchor, lookup.vector)
-            if self._shared:
-                entry = anchor.encode("ascii") + lookup.vector.astype(_VECTOR_DTYPE).tobytes()
-                yield IO(self.backend, "append_log", (log, [entry], self.max_entries, self.ttl_s))
-        except Exception as exc:
+        except EmbeddingMismatch as exc:
             self._failed("publish", exc)
+            return
+        if isinstance(self.backend, EntryLog):
+            entry = anchor.encode("ascii") + lookup.vector.astype(_VECTOR_DTYPE).tobytes()
+            shared = self.backend
+            try:
+                yield from ask(
+                    effect(
+                        "cache.semantic.publish",
+                        shared.append_log,
+                        shared.aappend_log,
+                        log,
+                        [entry],
+                        self.max_entries,
+                        self.ttl_s,
+                    )
+                )
+            except EffectFailed as failure:
+                self._failed("publish", failure.cause)
 
     def _pull_plan(self, log: str) -> Plan[None]:
         """Catch up with the anchors published since this replica's cursor, at most once per interval."""
-        if not self._shared:
+        if not isinstance(self.backend, EntryLog):
             return
+        shared = self.backend
         with self._lock:
             now = time.monotonic()
             if now - self._pulled_at.get(log, -np.inf) < self.sync_interval_s:
                 return
             self._pulled_at[log] = now
             cursor = self._cursors.get(log)
-        try:
-            while True:
-                cursor, entries = yield IO(self.backend, "read_log", (log, cursor, _LOG_PAGE))
-                self._merge(log, cursor, entries)
-                if len(entries) < _LOG_PAGE:
-                    return
-        except Exception as exc:
-            self._failed("index sync", exc)
+        while True:
+            try:
+                cursor, entries = yield from ask(
+                    effect("cache.semantic.sync", shared.read_log, shared.aread_log, log, cursor, _LOG_PAGE)
+                )
+            except EffectFailed as failure:
+                self._failed("index sync", failure.cause)
+                return
+            self._merge(log, cursor, entries)
+            if len(entries) < _LOG_PAGE:
+                return
 
     # --- helpers ----------------------------------------------------------------------------------
 
