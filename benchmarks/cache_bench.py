@@ -27,6 +27,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 for variable, value in (
     ("HF_HUB_OFFLINE", "1"),
@@ -39,20 +40,25 @@ for variable, value in (
 import numpy as np  # noqa: E402  (thread settings first)
 
 from rerank_prod import (  # noqa: E402  (environment first: offline model loading)
+    CacheBackend,
+    Candidate,
     CrossEncoderScorer,
     InMemoryCache,
     RedisCache,
     Reranker,
+    RerankResult,
     ResultCache,
     ScoreCache,
     SemanticCache,
     SourceKind,
-    VectorIndex,
 )
-from tests.support import bm25_candidates, load_scifact  # noqa: E402
+from rerank_prod.evaluation.dataset import load_beir  # noqa: E402
+from rerank_prod.evaluation.first_stage import bm25_rankings, candidate_sets  # noqa: E402
+from rerank_prod.semantic_cache import VectorIndex  # noqa: E402
 
 SHARED = Path(os.environ.get("RERANK_PROD_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 CANDIDATES, NEW_CANDIDATES = 20, 5
+T = TypeVar("T")
 SCENARIOS = ("cold", "exact hit", "pair-cache partial hit", "semantic hit")
 
 
@@ -61,7 +67,7 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return float(p50), float(p95)
 
 
-def timed(call: Callable[[], object]) -> tuple[float, object]:
+def timed(call: Callable[[], T]) -> tuple[float, T]:
     started = time.perf_counter()
     result = call()
     return time.perf_counter() - started, result
@@ -72,12 +78,12 @@ def plain_variant(query: str) -> str:
     return re.sub(r"[^\w\s-]", "", query).lower().strip()
 
 
-def model_pairs(result) -> int:
+def model_pairs(result: RerankResult) -> int:
     return sum(item.source.kind is SourceKind.MODEL for item in result)
 
 
 # What each scenario must look like to be timed as that scenario.
-AS_INTENDED: dict[str, Callable[[object], bool]] = {
+AS_INTENDED: dict[str, Callable[[RerankResult], bool]] = {
     "cold": lambda result: model_pairs(result) == CANDIDATES,
     "exact hit": lambda result: str(result.source) == "cache",
     "pair-cache partial hit": lambda result: model_pairs(result) == NEW_CANDIDATES,
@@ -86,7 +92,11 @@ AS_INTENDED: dict[str, Callable[[object], bool]] = {
 
 
 def bench_backend(
-    name: str, backend, scorer: CrossEncoderScorer, embedder: str, workload: list[tuple[str, list]]
+    name: str,
+    backend: CacheBackend,
+    scorer: CrossEncoderScorer,
+    embedder: str,
+    workload: list[tuple[str, list[Candidate]]],
 ) -> tuple[dict[str, list[float]], dict[str, int]]:
     """Latencies of the calls that went as their scenario intends, and how many did not."""
     reranker = Reranker(
@@ -135,12 +145,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--redis-url", help="an existing Redis (default: start redis-server on loopback)")
+    parser.add_argument(
+        "--index-sizes",
+        default="1000,10000,100000",
+        help="cached-query counts for the semantic index timing (comma-separated; CI's smoke run uses 100)",
+    )
     args = parser.parse_args()
+    index_sizes = tuple(int(size) for size in args.index_sizes.split(","))
 
-    corpus, queries, _ = load_scifact(SHARED / "datasets" / "scifact")
-    chosen = dict(list(queries.items())[: args.queries])
-    candidates = bm25_candidates(corpus, chosen, k=CANDIDATES + NEW_CANDIDATES)
-    workload = [(chosen[query_id], candidates[query_id]) for query_id in chosen]
+    dataset = load_beir(SHARED / "datasets" / "scifact")
+    chosen = dataset.query_ids[: args.queries]
+    candidates = candidate_sets(dataset, bm25_rankings(dataset, chosen, CANDIDATES + NEW_CANDIDATES))
+    workload = [(dataset.queries[query_id], candidates[query_id]) for query_id in chosen]
     scorer = CrossEncoderScorer(str(SHARED / "models" / "minilm-l6-scifact-ce"))
     embedder = str(SHARED / "models" / "all-MiniLM-L6-v2")
     scorer.score("warm up", ["the model and its threads"] * CANDIDATES)
@@ -148,7 +164,7 @@ def main() -> None:
     with ExitStack() as stack:
         redis_url = args.redis_url
         if redis_url is None:
-            from tests.redis_server import RedisServer
+            from loopback.redis_server import RedisServer
 
             server = RedisServer(Path(stack.enter_context(tempfile.TemporaryDirectory()))).start()
             stack.callback(server.stop)
@@ -185,7 +201,7 @@ def main() -> None:
     )
     print("\n| cached queries | semantic lookup p50 ms | p95 ms | index memory MiB |")
     print("|---|---|---|---|")
-    for size, p50, p95 in bench_index((1_000, 10_000, 100_000)):
+    for size, p50, p95 in bench_index(index_sizes):
         print(f"| {size:,} | {p50:.3f} | {p95:.3f} | {size * 384 * 4 / 2**20:.1f} |")
     print("(one float32 matrix-vector product over 384-d unit vectors; query embedding not included)")
 

@@ -59,14 +59,8 @@ def main() -> None:
 
     if LOCAL_MODEL.exists():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from rerank_prod import (
-        DEFAULT_CROSS_ENCODER,
-        CrossEncoderScorer,
-        InMemoryCache,
-        Reranker,
-        ScoreCache,
-        WeightedFusion,
-    )
+    from rerank_prod import CrossEncoderScorer, InMemoryCache, Reranker, ScoreCache, WeightedFusion
+    from rerank_prod.scoring import DEFAULT_CROSS_ENCODER
 
     model = str(LOCAL_MODEL) if LOCAL_MODEL.exists() else DEFAULT_CROSS_ENCODER
     dataset = load_dataset()

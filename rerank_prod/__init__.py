@@ -1,33 +1,33 @@
-"""rerank-prod's shared scoring core: framework-neutral, importable without torch or any framework."""
+"""rerank-prod's shared scoring core: framework-neutral, importable without torch or any framework.
 
-from rerank_prod.cache import CacheBackend, CacheStats, EntryLog, InMemoryCache, ResultCache, ScoreCache
+The names below are the public API: what users construct, implement, read and catch. Everything
+else (modules' other names, e.g. `rerank_prod.resilience.BudgetExhausted` or
+`rerank_prod.semantic_cache.VectorIndex`) is internal and may change between releases;
+`rerank_prod.effects` and `rerank_prod.validation` are internal as a whole.
+"""
+
+from rerank_prod.cache import CacheBackend, InMemoryCache, ResultCache, ScoreCache
 from rerank_prod.cache_redis import RedisCache
 from rerank_prod.deadline import Deadline
 from rerank_prod.errors import ScorerError, ScoringTimeout
-from rerank_prod.fusion import ReciprocalRankFusion, WeightedFusion, normalize
-from rerank_prod.gate import ConfidenceGate
+from rerank_prod.fusion import Fusion, ReciprocalRankFusion, WeightedFusion
+from rerank_prod.gate import ConfidenceGate, Gate
 from rerank_prod.metrics import RerankMetrics
 from rerank_prod.pipeline import Reranker
-from rerank_prod.resilience import (
-    BudgetExhausted,
-    CircuitBreaker,
-    CircuitOpenError,
-    MalformedResponse,
-    RetryPolicy,
-)
+from rerank_prod.resilience import CircuitBreaker, CircuitOpenError, RetryPolicy
 from rerank_prod.scoring import (
-    DEFAULT_CROSS_ENCODER,
     CohereScorer,
     CrossEncoderScorer,
     LLMListwiseScorer,
     LLMPointwiseScorer,
+    LocalScorer,
     OpenAIEmbeddingScorer,
     RerankServerScorer,
     Scorer,
     SentenceTransformerEmbeddingScorer,
     TEIScorer,
 )
-from rerank_prod.semantic_cache import SemanticCache, VectorIndex
+from rerank_prod.semantic_cache import SemanticCache
 from rerank_prod.types import (
     RESULT_METADATA_KEYS,
     Candidate,
@@ -41,11 +41,8 @@ from rerank_prod.types import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_CROSS_ENCODER",
     "RESULT_METADATA_KEYS",
-    "BudgetExhausted",
     "CacheBackend",
-    "CacheStats",
     "Candidate",
     "CircuitBreaker",
     "CircuitOpenError",
@@ -53,12 +50,13 @@ __all__ = [
     "ConfidenceGate",
     "CrossEncoderScorer",
     "Deadline",
-    "EntryLog",
+    "Fusion",
+    "Gate",
     "GateDecision",
     "InMemoryCache",
     "LLMListwiseScorer",
     "LLMPointwiseScorer",
-    "MalformedResponse",
+    "LocalScorer",
     "OpenAIEmbeddingScorer",
     "RankedCandidate",
     "RedisCache",
@@ -78,7 +76,5 @@ __all__ = [
     "SentenceTransformerEmbeddingScorer",
     "SourceKind",
     "TEIScorer",
-    "VectorIndex",
     "WeightedFusion",
-    "normalize",
 ]

@@ -159,7 +159,8 @@ class _Layer:
             payload = json.loads(raw)
             if payload["v"] != CACHE_FORMAT_VERSION:
                 return None
-            return payload["d"]
+            value: object = payload["d"]
+            return value
         except (ValueError, TypeError, KeyError):
             logger.warning("unreadable %s cache entry ignored", self.namespace)
             return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 import numpy as np
 
@@ -138,7 +138,7 @@ class WeightedFusion:
             bm25 = bm25_scores(query, [c.text for c in candidates])
             total += self.bm25_weight * normalize(bm25, self.bm25_normalization)
             weight_sum += self.bm25_weight
-        return (total / weight_sum).tolist()
+        return cast(list[float], (total / weight_sum).tolist())
 
 
 @dataclass(frozen=True)
@@ -176,4 +176,4 @@ class ReciprocalRankFusion:
             total += self.retrieval_weight / (self.k + np.arange(1, count + 1))
         if self.bm25_weight:
             total += self._contribution(bm25_scores(query, [c.text for c in candidates]), self.bm25_weight)
-        return total.tolist()
+        return cast(list[float], total.tolist())

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from loopback.redis_server import RedisServer
 from rerank_prod import (
     CrossEncoderScorer,
     RedisCache,
@@ -19,7 +20,6 @@ from rerank_prod import (
     SemanticCache,
     SourceKind,
 )
-from tests.redis_server import RedisServer
 from tests.support import ConstantTimeScorer, CountingScorer
 
 QUERY = "Vitamin D supplementation reduces the risk of bone fractures in older adults."
@@ -184,6 +184,7 @@ def test_key_names_hold_hashes_not_query_text(redis_server: RedisServer, embedde
         assert len(name.rsplit(":", 1)[1]) == 64 and all(word not in name for word in ("Vitamin", "bone"))
 
 
+@pytest.mark.needs_redis
 def test_password_in_the_url(tmp_path: Path) -> None:
     with_password = RedisServer(tmp_path, "--requirepass", "s3cret").start()
     try:
@@ -198,6 +199,7 @@ def test_password_in_the_url(tmp_path: Path) -> None:
         with_password.stop()
 
 
+@pytest.mark.needs_redis
 def test_tls_with_rediss_url(tmp_path: Path) -> None:
     tls = RedisServer(tmp_path, tls=True).start()
     try:

@@ -12,9 +12,10 @@ import pytest
 from cohere.errors import UnauthorizedError
 from pydantic import SecretStr
 
-from rerank_prod import BudgetExhausted, CohereScorer, Deadline, Reranker, RetryPolicy, ScoreCache, SourceKind
+from loopback.standin_servers import FAST_RETRY, StandInServer, best_first, drop, raw, running, slow, status
+from rerank_prod import CohereScorer, Deadline, Reranker, RetryPolicy, ScoreCache, SourceKind
 from rerank_prod.cache import InMemoryCache, ResultCache
-from tests.standin_servers import FAST_RETRY, StandInServer, best_first, drop, raw, running, slow, status
+from rerank_prod.resilience import BudgetExhausted
 
 QUERY = "what is the capital of the united states"
 DOCUMENTS = [

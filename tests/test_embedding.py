@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from loopback.standin_servers import FAST_RETRY, StandInServer, bag_of_words_vector, drop, raw, running, status
 from rerank_prod import (
     OpenAIEmbeddingScorer,
     Reranker,
@@ -16,7 +17,6 @@ from rerank_prod import (
     SourceKind,
 )
 from rerank_prod.scoring.embedding import cosine_scores
-from tests.standin_servers import FAST_RETRY, StandInServer, bag_of_words_vector, drop, raw, running, status
 
 QUERY = "How do plants turn sunlight into chemical energy?"
 PASSAGES = [

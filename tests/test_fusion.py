@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from rerank_prod import Candidate, ReciprocalRankFusion, WeightedFusion, normalize
+from rerank_prod import Candidate, ReciprocalRankFusion, WeightedFusion
+from rerank_prod.fusion import normalize
 
 
 def test_minmax_maps_to_unit_interval_and_guards_equal_scores() -> None:

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from loopback.standin_servers import FAST_RETRY, StandInServer, best_first, drop, overlap, raw, running, slow, status
 from rerank_prod import (
-    BudgetExhausted,
     CircuitBreaker,
     Deadline,
     Reranker,
@@ -22,7 +22,7 @@ from rerank_prod import (
     TEIScorer,
 )
 from rerank_prod.cache import InMemoryCache
-from tests.standin_servers import FAST_RETRY, StandInServer, best_first, drop, overlap, raw, running, slow, status
+from rerank_prod.resilience import BudgetExhausted
 
 QUERY = "how do vaccines train the immune system"
 PASSAGES = [

@@ -14,19 +14,7 @@ from typing import TypeVar
 import openai
 import pytest
 
-from rerank_prod import (
-    BudgetExhausted,
-    Deadline,
-    LLMListwiseScorer,
-    LLMPointwiseScorer,
-    Reranker,
-    ScoreCache,
-    SourceKind,
-)
-from rerank_prod.cache import InMemoryCache
-from rerank_prod.resilience import MalformedResponse
-from rerank_prod.scoring.llm import parse_ranking, parse_relevance, sliding_windows
-from tests.standin_servers import (
+from loopback.standin_servers import (
     FAST_RETRY,
     StandInServer,
     best_first,
@@ -38,6 +26,10 @@ from tests.standin_servers import (
     slow,
     status,
 )
+from rerank_prod import Deadline, LLMListwiseScorer, LLMPointwiseScorer, Reranker, ScoreCache, SourceKind
+from rerank_prod.cache import InMemoryCache
+from rerank_prod.resilience import BudgetExhausted, MalformedResponse
+from rerank_prod.scoring.llm import parse_ranking, parse_relevance, sliding_windows
 
 CHAT = "/v1/chat/completions"
 QUERY = "which enzyme breaks down starch in saliva"

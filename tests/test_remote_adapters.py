@@ -15,8 +15,8 @@ from llama_index.core.schema import TextNode
 
 from langchain_rerank_prod import RerankProdCompressor
 from llamaindex_rerank_prod import RerankProdPostprocessor
+from loopback.standin_servers import StandInServer, overlap, running, status
 from rerank_prod import CohereScorer, LLMListwiseScorer, Reranker, RetryPolicy, TEIScorer
-from tests.standin_servers import StandInServer, overlap, running, status
 from tests.support import langchain_scored_retriever, llamaindex_embedding
 from tests.test_langchain_adapter import PASSAGES, QUERY
 from tests.test_llamaindex_adapter import EventCollector

@@ -8,15 +8,15 @@ from email.utils import formatdate
 
 import pytest
 
-from rerank_prod import (
+from rerank_prod import CircuitBreaker, CircuitOpenError, Deadline, RetryPolicy
+from rerank_prod.resilience import (
+    BackendHTTPError,
     BudgetExhausted,
-    CircuitBreaker,
-    CircuitOpenError,
-    Deadline,
     MalformedResponse,
-    RetryPolicy,
+    ResilientCaller,
+    is_transient,
+    parse_retry_after,
 )
-from rerank_prod.resilience import BackendHTTPError, ResilientCaller, is_transient, parse_retry_after
 from rerank_prod.scoring.remote import ApiKey, resolve_api_key
 
 FAST = RetryPolicy(max_attempts=4, backoff_initial_s=0.01, backoff_max_s=0.02)

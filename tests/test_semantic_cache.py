@@ -7,16 +7,9 @@ import logging
 import numpy as np
 import pytest
 
-from rerank_prod import (
-    CrossEncoderScorer,
-    InMemoryCache,
-    RedisCache,
-    Reranker,
-    SemanticCache,
-    SourceKind,
-    VectorIndex,
-)
-from tests.redis_server import RedisServer
+from loopback.redis_server import RedisServer
+from rerank_prod import CrossEncoderScorer, InMemoryCache, RedisCache, Reranker, SemanticCache, SourceKind
+from rerank_prod.semantic_cache import VectorIndex
 from tests.support import ConstantTimeScorer, CountingScorer
 
 QUERY = "Does smoking increase the risk of lung cancer?"

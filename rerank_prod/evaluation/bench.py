@@ -250,7 +250,8 @@ def measure_memory(builder: str, model: str, sets: dict[int, list[CandidateSet]]
     try:
         while True:
             try:
-                return results.get(timeout=1)
+                measured: dict[str, float | None] = results.get(timeout=1)
+                return measured
             except queue.Empty:
                 if not probe.is_alive():
                     raise RuntimeError(f"memory probe for {builder!r} died (exit code {probe.exitcode})") from None

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rerank_prod.cache import CacheBackend, InMemoryCache, ResultCache, ScoreCache
 from rerank_prod.cache_redis import RedisCache
@@ -63,6 +63,8 @@ CONFIG_KEYS = (
 )
 _TABLE_KEYS = ("scorer", "fusion", "gate", "result_cache", "score_cache", "semantic_cache", "fallback")
 
+T = TypeVar("T")
+
 
 def _cross_encoder(model: str = DEFAULT_CROSS_ENCODER, **options: Any) -> Scorer:
     return CrossEncoderScorer(model, **options)
@@ -97,7 +99,7 @@ def register_cache_backend(name: str, factory: Callable[..., CacheBackend]) -> N
     CACHE_BACKENDS[name] = factory
 
 
-def _construct(what: str, factory: Callable[..., Any], options: Mapping[str, Any]) -> Any:
+def _construct(what: str, factory: Callable[..., T], options: Mapping[str, Any]) -> T:
     try:
         return factory(**options)
     except (TypeError, ValueError, OSError) as exc:  # OSError: a model path or hub id that cannot load
@@ -106,11 +108,11 @@ def _construct(what: str, factory: Callable[..., Any], options: Mapping[str, Any
 
 def _registered(
     kind: str,
-    registry: Mapping[str, Callable[..., Any]],
+    registry: Mapping[str, Callable[..., T]],
     spec: Mapping[str, Any],
     type_key: str,
     default: str,
-) -> Any:
+) -> T:
     options = dict(spec)
     type_name = options.pop(type_key, default)
     if type_name not in registry:
@@ -243,7 +245,7 @@ def _toml_parser() -> Any:
         import tomllib
     except ModuleNotFoundError:
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
         except ModuleNotFoundError:
             raise EvalInputError("TOML config files need Python 3.11+ or `pip install tomli`; or use JSON") from None
     return tomllib

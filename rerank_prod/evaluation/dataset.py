@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 Qrels = dict[str, dict[str, int]]
 """query id -> {doc id: graded relevance}; relevance <= 0 means not relevant (trec_eval's rule)."""
@@ -47,7 +48,7 @@ class BeirDataset:
         return list(self.qrels)
 
 
-def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise EvalInputError(f"{path} not found (BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
     with path.open(encoding="utf-8") as lines:
@@ -63,7 +64,7 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
             yield number, record
 
 
-def _text_field(record: dict, field: str, path: Path, number: int, required: bool) -> str:
+def _text_field(record: dict[str, Any], field: str, path: Path, number: int, required: bool) -> str:
     value = record.get(field)
     if value is None and not required:
         return ""

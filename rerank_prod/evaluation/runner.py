@@ -93,7 +93,7 @@ class ConfigRun:
 
     @property
     def name(self) -> str:
-        return self.spec["name"]
+        return str(self.spec["name"])
 
     def rates(self) -> dict[str, float | None]:
         """Shares of re-rank calls that fell back, were skipped by the gate, or came from the

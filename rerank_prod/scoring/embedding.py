@@ -10,7 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -41,7 +41,7 @@ def cosine_scores(query_vector: np.ndarray, text_vectors: np.ndarray) -> list[fl
     norms = np.linalg.norm(texts, axis=1) * np.linalg.norm(query)
     if not np.all(np.isfinite(texts)) or np.any(norms == 0):
         raise ScorerError("an embedding is zero or not finite; cosine similarity is undefined")
-    return (texts @ query / norms).tolist()
+    return cast(list[float], (texts @ query / norms).tolist())
 
 
 def _optional_text(name: str, value: str | None) -> str | None:
@@ -92,9 +92,10 @@ class SentenceTransformerEmbeddingScorer(LocalScorer):
         )
 
     def _encode(self, texts: Sequence[str], prompt: str | None) -> np.ndarray:
-        return self._model.encode(
+        vectors: np.ndarray = self._model.encode(
             list(texts), prompt=prompt, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
         )
+        return vectors
 
     def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
         if not texts:

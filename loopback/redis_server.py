@@ -3,25 +3,19 @@ and restart on the same port."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 REDIS_SERVER = shutil.which("redis-server")
+MISSING = "redis-server is not installed (Debian: apt-get install redis-server)"
 
 
 def require_redis_server() -> str:
-    """Skip locally when redis-server is not installed; in CI (env CI set) that is a failure."""
     if REDIS_SERVER is None:
-        reason = "redis-server is not installed (Debian: apt-get install redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI must provide it")
-        pytest.skip(reason)
+        raise FileNotFoundError(MISSING)
     return REDIS_SERVER
 
 

@@ -1,0 +1,35 @@
+"""Benchmarks stay runnable: each one's --help in a fresh process (imports, argument parsing), and a
+tiny real run of the cache benchmark, so a refactor cannot silently break them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = sorted(path.stem for path in (REPO_ROOT / "benchmarks").glob("*.py") if not path.stem.startswith("_"))
+
+
+def _run(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.mark.parametrize("benchmark", BENCHMARKS)
+def test_benchmark_help(benchmark: str) -> None:
+    done = _run("-m", f"benchmarks.{benchmark}", "--help", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "usage:" in done.stdout
+
+
+@pytest.mark.needs_models
+@pytest.mark.needs_redis
+def test_cache_benchmark_smoke_run() -> None:
+    done = _run("-m", "benchmarks.cache_bench", "--queries", "1", "--index-sizes", "100", timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "| in-memory | exact hit | 0 |" in done.stdout
+    assert "| redis | semantic hit | 0 |" in done.stdout
