@@ -1,6 +1,7 @@
 """`rerank-prod`: measure a re-ranker on your data before you ship it.
 
     rerank-prod eval  DATASET_DIR --model PATH [--reranker SPEC ...] [--config FILE] [--gate-sweep 0:0.5:0.05]
+    rerank-prod tune  DATASET_DIR --model PATH --split train [--sample 80] [--report-split test]
     rerank-prod bench DATASET_DIR --model PATH [--sizes 20,100]
 
 Heavy libraries (torch, bm25s, pytrec_eval, matplotlib, frameworks) load only when a command runs.
@@ -74,6 +75,23 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
+def _add_scorer_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--activation",
+        default="identity",
+        choices=("identity", "sigmoid", "default"),
+        help="score the default scorer returns: raw logits (default; what per-query min-max "
+        "fusion should see), sigmoid probabilities, or the model's own",
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=32)
+    parser.add_argument("--max-length", type=_positive_int, default=None, help="token cap (default: the model's)")
+    parser.add_argument(
+        "--chunk",
+        choices=("max", "first", "mean"),
+        help="score long passages as overlapping windows of the model's length, aggregated by max/first/mean",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rerank-prod", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -85,15 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         "report NDCG/MRR/Recall, latency and a verdict per configuration.",
     )
     _add_common(evaluate)
-    evaluate.add_argument(
-        "--activation",
-        default="identity",
-        choices=("identity", "sigmoid", "default"),
-        help="score the default scorer returns: raw logits (default; what per-query min-max "
-        "fusion should see), sigmoid probabilities, or the model's own",
-    )
-    evaluate.add_argument("--batch-size", type=_positive_int, default=32)
-    evaluate.add_argument("--max-length", type=_positive_int, default=None, help="token cap (default: the model's)")
+    _add_scorer_options(evaluate)
     evaluate.add_argument("--top-k", type=_positive_int, default=100, help="candidates per query (default 100)")
     evaluate.add_argument(
         "--k",
@@ -142,6 +152,33 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--sweep-config", help="ungated configuration to sweep (default: the first ungated)")
     evaluate.add_argument("--no-plot", dest="plot", action="store_false")
 
+    tune = commands.add_parser(
+        "tune",
+        help="pick fusion, RRF k and gate thresholds on a tuning split (cross-validated); write a config file",
+        description="Score a tuning split's first-stage top-K once, replay every fusion (weights, "
+        "normalizations, RRF k) and gate threshold of a grid over those scores, choose by k-fold "
+        "cross-validation over queries, and write OUT/tuned.json: load it with "
+        "rerank_prod.config_file.load_reranker() or pass it to 'rerank-prod eval --config'.",
+    )
+    _add_common(tune)
+    _add_scorer_options(tune)
+    tune.set_defaults(split="train")
+    tune.add_argument("--top-k", type=_positive_int, default=100, help="candidates per query (default 100)")
+    tune.add_argument(
+        "--sample", type=_positive_int, help="tune on N queries drawn from the split (a validation carve)"
+    )
+    tune.add_argument("--seed", type=int, default=42, help="seed for --sample and the folds (default 42)")
+    tune.add_argument("--max-queries", type=_positive_int, help="tune on the first N judged queries")
+    tune.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds (default 5)")
+    tune.add_argument(
+        "--max-ndcg-loss",
+        type=float,
+        default=0.0,
+        help="take the cheapest configuration within this NDCG@10 of the best (default 0: the best)",
+    )
+    tune.add_argument("--report-split", help="also compare default and tuned on this held-out split (e.g. test)")
+    tune.add_argument("--report-max-queries", type=_positive_int, help="only the first N queries of --report-split")
+
     bench = commands.add_parser(
         "bench",
         help="latency, order agreement, memory and concurrency vs the frameworks' own re-rankers",
@@ -182,6 +219,8 @@ def default_scorer(args: argparse.Namespace) -> dict[str, object]:
     }
     if args.max_length is not None:
         scorer["max_length"] = args.max_length
+    if args.chunk is not None:
+        scorer["chunk"] = args.chunk
     return scorer
 
 
@@ -226,6 +265,32 @@ def _eval(args: argparse.Namespace) -> None:
         f"\nwrote {args.out / 'report.md'}, {args.out / 'results.json'}, {args.out / 'runs'}/"
         + (f", {args.out / 'plot.png'}" if args.plot else "")
     )
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from rerank_prod.evaluation.report import tune_markdown
+    from rerank_prod.evaluation.tune import TuneOptions, run_tune
+
+    options = TuneOptions(
+        dataset=args.dataset,
+        scorer=default_scorer(args),
+        out=args.out,
+        split=args.split,
+        sample=args.sample,
+        seed=args.seed,
+        max_queries=args.max_queries,
+        top_k=args.top_k,
+        folds=args.folds,
+        max_ndcg_loss=args.max_ndcg_loss,
+        run_file=args.run_file,
+        bm25_k1=args.bm25_k1,
+        bm25_b=args.bm25_b,
+        report_split=args.report_split,
+        report_max_queries=args.report_max_queries,
+        progress=args.progress,
+    )
+    print(tune_markdown(run_tune(options), markdown=False))
+    print(f"wrote {args.out / 'tuned.json'}, {args.out / 'tune.md'}, {args.out / 'tune.json'}")
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -280,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rerank_prod.evaluation.dataset import EvalInputError
 
     try:
-        {"eval": _eval, "bench": _bench}[args.command](args)
+        {"eval": _eval, "tune": _tune, "bench": _bench}[args.command](args)
     except EvalInputError as exc:
         print(f"rerank-prod {args.command}: error: {exc}", file=sys.stderr)
         return 2

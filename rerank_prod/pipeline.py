@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
+import functools
 import logging
 import threading
 import time
@@ -24,6 +26,7 @@ from rerank_prod.fusion import Fusion
 from rerank_prod.gate import Gate
 from rerank_prod.metrics import RerankMetrics
 from rerank_prod.scoring.base import Scorer, checked_scores
+from rerank_prod.scoring.chunked import ChunkedScorer
 from rerank_prod.semantic_cache import SemanticCache
 from rerank_prod.types import (
     Candidate,
@@ -149,6 +152,8 @@ class Reranker:
         for backend in (scorer, fallback_scorer):
             if backend is not None and backend.circuit_breaker is not None:
                 self.metrics.track_breaker(backend.name, backend.circuit_breaker)
+            if isinstance(backend, ChunkedScorer):
+                self.metrics.track_scorer(backend.name, backend)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -364,8 +369,10 @@ class Reranker:
         if request.deadline is None:
             raw = request.scorer.score(request.query, request.texts)
         else:
+            # The caller's context goes along, so scorer details (capture_score_details) reach the caller.
             future = self._executor().submit(
-                request.scorer.score, request.query, request.texts, deadline=request.deadline
+                contextvars.copy_context().run,
+                functools.partial(request.scorer.score, request.query, request.texts, deadline=request.deadline),
             )
             try:
                 raw = future.result(timeout=request.deadline.remaining())
