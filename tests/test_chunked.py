@@ -110,3 +110,16 @@ def test_configuration_errors(tei: StandInServer) -> None:
         ChunkedScorer(remote, window_tokens=4, overlap_tokens=0)
     with pytest.raises(TypeError, match="inner"):
         ChunkedScorer("not a scorer")  # type: ignore[arg-type]
+
+
+def test_eval_configurations_wrap_any_scorer(tei: StandInServer) -> None:
+    from rerank_prod.evaluation.configs import EvalInputError, build_scorer, describe, normalize_spec, parse_flag_spec
+
+    spec = parse_flag_spec(f"name=c,scorer=tei,scorer.base_url={tei.url},scorer.chunk=mean,scorer.chunk_window=40")
+    scorer = build_scorer(normalize_spec(spec, {}, 1)["scorer"])
+    assert isinstance(scorer, ChunkedScorer) and scorer.aggregate == "mean" and scorer.window_tokens == 40
+    assert describe(normalize_spec({"scorer": {"chunk": "max"}}, {}, 1)) == "cross-encoder + chunked"
+    with pytest.raises(EvalInputError, match="need chunk="):
+        build_scorer({"type": "tei", "base_url": tei.url, "chunk_window": 40})
+    with pytest.raises(EvalInputError, match="window_tokens is required"):
+        build_scorer({"type": "tei", "base_url": tei.url, "chunk": "max"})

@@ -28,6 +28,7 @@ Aggregate = Literal["max", "first", "mean"]
 AGGREGATES: tuple[str, ...] = ("max", "first", "mean")
 Span = tuple[int, int]
 _WORD = re.compile(r"\S+")
+DEFAULT_OVERLAP_TOKENS = 64
 MIN_WINDOW_TOKENS = 16
 """Below this a window holds too little passage to judge; a query so long that it leaves less gets this."""
 
@@ -107,8 +108,8 @@ class ChunkedScorer:
       counts words, e.g. 150 words for a 256-token model).
     - `window_tokens`: passage units per window. With the model's tokenizer it defaults to what fits
       beside the query (`max_seq_length` minus the query and special tokens), so no window is cut.
-    - `overlap_tokens` (default 64): units shared by consecutive windows, so a sentence across a
-      boundary is whole in one of them. `max_chunks` (default 16): windows per text at most; what
+    - `overlap_tokens` (default: a third of the window, at most 64): units shared by consecutive
+      windows, so a sentence across a boundary is whole in one of them. `max_chunks` (default 16): windows per text at most; what
       lies beyond is not scored and the text counts as truncated.
     - A text that fits one window is passed through unchanged: its score equals the wrapped scorer's.
     - Cost: one wrapped-scorer call per rerank call, on as many windows as the texts need.
@@ -121,7 +122,7 @@ class ChunkedScorer:
         inner: Scorer,
         *,
         window_tokens: int | None = None,
-        overlap_tokens: int = 64,
+        overlap_tokens: int | None = None,
         aggregate: Aggregate = "max",
         max_chunks: int = 16,
         tokenizer: Any = None,
@@ -130,8 +131,9 @@ class ChunkedScorer:
             raise TypeError(f"inner must be a Scorer, got {type(inner).__name__}")
         if window_tokens is not None:
             check_int("window_tokens", window_tokens, minimum=MIN_WINDOW_TOKENS)
-        check_int("overlap_tokens", overlap_tokens, minimum=0)
-        if window_tokens is not None and overlap_tokens >= window_tokens:
+        if overlap_tokens is not None:
+            check_int("overlap_tokens", overlap_tokens, minimum=0)
+        if window_tokens is not None and overlap_tokens is not None and overlap_tokens >= window_tokens:
             raise ValueError(f"overlap_tokens ({overlap_tokens}) must be smaller than window_tokens ({window_tokens})")
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
@@ -166,8 +168,9 @@ class ChunkedScorer:
     def identity(self) -> str:
         unit = "words" if self._units is None else f"tokens:{self._units.name}"
         window = "auto" if self.window_tokens is None else self.window_tokens
+        overlap = "auto" if self.overlap_tokens is None else self.overlap_tokens
         return (
-            f"chunked(window={window},overlap={self.overlap_tokens},aggregate={self.aggregate},"
+            f"chunked(window={window},overlap={overlap},aggregate={self.aggregate},"
             f"max_chunks={self.max_chunks},unit={unit})|{self.inner.identity}"
         )
 
@@ -213,7 +216,8 @@ class ChunkedScorer:
     def _windows(self, query: str, texts: Sequence[str]) -> tuple[list[str], list[_Windows]]:
         """Every text's windows to score, flattened, and for each text where its windows are."""
         window = self._window_size(query)
-        overlap = min(self.overlap_tokens, window // 2)
+        overlap = min(DEFAULT_OVERLAP_TOKENS, window // 3) if self.overlap_tokens is None else self.overlap_tokens
+        overlap = min(overlap, window // 2)  # an auto-sized window can be small beside a long query
         flat: list[str] = []
         owners: list[_Windows] = []
         chunked = truncated = 0
