@@ -32,7 +32,8 @@ def _spec(path: str | Path, name: str | None) -> dict[str, Any]:
 
 def reranker_settings(path: str | Path, *, name: str | None = None) -> dict[str, Any]:
     """The `Reranker` keyword settings (fusion, gate, caches, budgets, fallback_scorer, top_n,
-    score_threshold) of the configuration `name` in the file (default: the first), built.
+    score_threshold) that the configuration `name` in the file (default: the first) sets, built;
+    settings it leaves out are absent, so your own keywords can go beside them.
 
     Pass them to `Reranker(scorer, **settings)` or to an adapter's constructor
     (`RerankProdCompressor.from_cross_encoder(path, **settings)`). Raises ValueError for a missing
@@ -40,7 +41,7 @@ def reranker_settings(path: str | Path, *, name: str | None = None) -> dict[str,
     """
     from rerank_prod.evaluation.configs import build_settings
 
-    return build_settings(_spec(path, name))
+    return {key: value for key, value in build_settings(_spec(path, name)).items() if value is not None}
 
 
 def load_reranker(path: str | Path, *, scorer: Scorer | None = None, name: str | None = None) -> Reranker:
