@@ -14,10 +14,23 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rerank_prod.scoring import DEFAULT_CROSS_ENCODER
 
-BENCH_SYSTEMS = ("core", "langchain", "llamaindex", "langchain-crossencoder", "llamaindex-sentence-transformer")
+if TYPE_CHECKING:
+    from rerank_prod.evaluation.bench import CandidateSet
+    from rerank_prod.evaluation.dataset import Qrels
+
+BENCH_SYSTEMS = (
+    "core",
+    "core-fp32",
+    "core-bf16",
+    "langchain",
+    "llamaindex",
+    "langchain-crossencoder",
+    "llamaindex-sentence-transformer",
+)
 """`rerank-prod bench --systems` names (see `rerank_prod.evaluation.bench.SYSTEMS`), kept here so
 building the parser imports no framework."""
 
@@ -29,6 +42,16 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
     return values
 
 
@@ -164,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--concurrency-size", type=_positive_int, help="candidates per call under concurrency (default: smallest)"
     )
+    budget = bench.add_argument_group("budget under load (--load) and anytime ranking (--anytime)")
+    budget.add_argument("--load", choices=("threads", "async"), help="run the load mode instead of the latency bench")
+    budget.add_argument("--callers", type=_positive_int, default=16, help="concurrent callers under --load")
+    budget.add_argument("--seconds", type=float, default=10.0, help="length of the --load run (default 10)")
+    budget.add_argument("--budget", type=float, default=0.3, help="timeout_s of every call under --load")
+    budget.add_argument("--words", type=int, default=25, help="passages cut to this many words (0: full)")
+    budget.add_argument("--anytime", type=_floats, help="budgets (s) for anytime NDCG@10, e.g. 1,0.5,0.3,0.1")
+    budget.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     bench.add_argument(
         "--no-memory",
         dest="memory",
@@ -243,6 +274,8 @@ def _bench(args: argparse.Namespace) -> None:
     if not full:
         raise EvalInputError(f"no query has {depth} first-stage candidates; lower --sizes")
     chosen = full[: args.queries]
+    if args.load or args.anytime:
+        return _bench_budget(args, chosen, dataset.qrels)
     options = BenchOptions(
         model=args.model,
         sets={size: [(qid, query, candidates[:size]) for qid, query, candidates in chosen] for size in args.sizes},
@@ -273,6 +306,25 @@ def _bench(args: argparse.Namespace) -> None:
     (args.out / "bench.md").write_text(markdown, encoding="utf-8")
     print(f"{heading}\n\n{bench_sections(report)}")
     print(f"wrote {args.out / 'bench.md'}, {args.out / 'bench.json'}")
+
+
+def _bench_budget(args: argparse.Namespace, chosen: list[CandidateSet], qrels: Qrels) -> None:
+    from rerank_prod.evaluation.load import LoadOptions, anytime_text, load_text, run_anytime, run_load
+
+    progress = (lambda m: print(f"... {m}", file=sys.stderr)) if args.progress else lambda _: None
+    sets = [(qid, query, candidates[: max(args.sizes)]) for qid, query, candidates in chosen]
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.load:
+        options = LoadOptions(
+            args.model, sets, args.load, args.callers, args.seconds, args.budget, args.words or None, args.precision
+        )
+        report = run_load(options, progress)
+        (args.out / "load.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        print(load_text(report))
+    if args.anytime:
+        anytime = run_anytime(args.model, sets, qrels, [None, *args.anytime], args.precision, progress)
+        (args.out / "anytime.json").write_text(json.dumps(anytime, indent=2), encoding="utf-8")
+        print(anytime_text(anytime))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

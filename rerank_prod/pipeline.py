@@ -329,7 +329,8 @@ class Reranker:
                 if not isinstance(failure.cause, PartialScores):
                     raise
                 partial, fresh = failure.cause, failure.cause.scores
-            for i, score in zip(missing, fresh, strict=False):
+            reached = missing if partial is None else missing[: len(fresh)]
+            for i, score in zip(reached, fresh, strict=True):
                 scores[i] = score
             for i in missing[len(fresh) :]:
                 sources[i] = _UNSCORED

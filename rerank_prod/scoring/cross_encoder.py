@@ -53,7 +53,7 @@ class CrossEncoderScorer(LocalScorer):
         activation: Activation = "default",
         precision: Precision = "auto",
         trust_remote_code: bool = False,
-        max_chunk_s: float = 0.05,
+        max_chunk_s: float = 0.1,
     ) -> None:
         check_text("model_name_or_path", model_name_or_path)
         check_int("batch_size", batch_size)
