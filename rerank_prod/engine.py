@@ -17,11 +17,13 @@ so `asyncio.run` never waits for abandoned work.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +35,16 @@ Pair = tuple[str, str]
 Compute = Callable[[list[Pair]], Sequence[float]]
 
 _EWMA_WEIGHT = 0.3  # of the newest batch in the seconds-per-unit estimate
+_CALIBRATION_PAIRS = 4  # the first batch, before anything is measured, stays this small
+_LIVE: weakref.WeakSet[ScoringEngine] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Let each worker finish its chunk before the interpreter exits (a daemon thread killed inside a
+    torch kernel aborts the process)."""
+    for engine in list(_LIVE):
+        engine.close()
 
 
 def default_workers(intra_op_threads: int) -> int:
@@ -84,7 +96,7 @@ class ScoringEngine:
     - `unit_cap`: text length (characters of query + text) beyond which a pair costs no more
       (the model truncates): the unit of the service-time estimate.
 
-    Thread-safe. Workers are daemon threads that live as long as the engine.
+    Thread-safe. Workers are daemon threads that live until `close()` (called at interpreter exit).
     """
 
     def __init__(
@@ -114,11 +126,28 @@ class ScoringEngine:
         self._in_flight_units = 0.0
         self._seconds_per_unit: float | None = None
         self._counts: collections.Counter[str] = collections.Counter()
+        self._closing = False
         self._threads = [
             threading.Thread(target=self._run, name=f"rerank-prod-engine-{i}", daemon=True) for i in range(workers)
         ]
         for thread in self._threads:
             thread.start()
+        _LIVE.add(self)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the workers after their current chunk; queued requests fail with `ScorerError`."""
+        with self._lock:
+            self._closing = True
+            queued = list(self._queue)
+            for request in queued:
+                request.failure = ScorerError(f"{self.name}: the scoring engine is closed")
+                self._drop(request)
+            self._work.notify_all()
+        for request in queued:
+            request.wake()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout_s)
 
     # --- callers ---------------------------------------------------------------------------------
 
@@ -184,6 +213,8 @@ class ScoringEngine:
             if queued_pairs + len(pairs) > self.max_queued_pairs:
                 self._counts["shed"] += 1
                 raise ScoringShed("shed: queue full")
+            if self._closing:
+                raise ScorerError(f"{self.name}: the scoring engine is closed")
             if deadline is not None:
                 self._admit_within(deadline, units)
             self._queue.append(request)
@@ -240,6 +271,8 @@ class ScoringEngine:
     def _run(self) -> None:
         while True:
             batch = self._next_batch()
+            if batch is None:
+                return
             if not batch:
                 continue
             started = time.monotonic()
@@ -252,21 +285,25 @@ class ScoringEngine:
             else:
                 self._settle(batch, scores, None, time.monotonic() - started)
 
-    def _next_batch(self) -> list[tuple[_Request, int]]:
+    def _next_batch(self) -> list[tuple[_Request, int]] | None:
         """Wait for work, then take up to a chunk of pairs from the head of the queue, skipping
-        requests whose callers left or whose deadline the chunk would miss (empty: all were skipped)."""
+        requests whose callers left or whose deadline the chunk would miss (empty: all were skipped;
+        None: the engine is closing)."""
         with self._lock:
-            while not self._queue:
+            while not self._queue and not self._closing:
                 self._work.wait()
+            if self._closing:
+                return None
             if self.batch_wait_s and self._queued_pair_count() < self.max_batch_pairs:
                 self._work.wait_for(lambda: self._queued_pair_count() >= self.max_batch_pairs, self.batch_wait_s)
             per_unit = self._seconds_per_unit or 0.0
+            most = self.max_batch_pairs if self._seconds_per_unit is not None else _CALIBRATION_PAIRS
             batch: list[tuple[_Request, int]] = []
             units, deadline_left = 0.0, float("inf")
             for request in list(self._queue):
                 if request.deadline is not None:
                     deadline_left = min(deadline_left, request.deadline.remaining())
-                while request.handed_out < len(request.pairs) and len(batch) < self.max_batch_pairs:
+                while request.handed_out < len(request.pairs) and len(batch) < most:
                     cost = request.units[request.handed_out]
                     # the first pair is bounded by the deadlines only, the others by the chunk time too
                     limit = deadline_left if not batch else min(deadline_left, self.max_chunk_s)
@@ -282,7 +319,7 @@ class ScoringEngine:
                     request.wake()
                     deadline_left = float("inf")
                     continue
-                if request.handed_out < len(request.pairs) or len(batch) == self.max_batch_pairs:
+                if request.handed_out < len(request.pairs) or len(batch) == most:
                     break  # the chunk is full (pairs or time): the rest waits for the next one
             self._queued_units -= units
             self._in_flight_units += units

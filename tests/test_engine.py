@@ -250,11 +250,11 @@ def test_shed_falls_back_at_once_and_says_so() -> None:
 
 
 def test_fallback_budget_is_kept_inside_the_call_budget() -> None:
-    engine = ScoringEngine(Forward(), name="t", max_batch_pairs=50)  # one 0.5 s forward pass, nothing partial
+    engine = ScoringEngine(Forward(per_pair_s=0.3), name="t", max_batch_pairs=1)  # its first pair ends after 0.1 s
     secondary = EngineScorer(warmed(ScoringEngine(Forward(per_pair_s=0.0), name="fast")))
     reranker = Reranker(EngineScorer(engine), timeout_s=0.2, fallback_scorer=secondary, fallback_timeout_s=0.1)
     started = time.monotonic()
-    result = reranker.rerank("q", texts(50))  # the primary gets 0.1 s and times out, then the secondary
+    result = reranker.rerank("q", texts(5))  # the primary gets 0.1 s and times out, then the secondary
     assert time.monotonic() - started < 0.2 + 0.03
     assert result.source.kind is SourceKind.FALLBACK and result.source.detail.startswith("secondary engine-test")
     with pytest.raises(ValueError, match="fallback_timeout_s"):
@@ -271,7 +271,8 @@ def test_fp32_is_the_models_own_predict_and_bf16_has_its_own_identity(cross_enco
     from rerank_prod import CrossEncoderScorer
 
     passages = [f"Vitamin D and bone density, study {i}: {'calcium ' * i}" for i in range(12)]
-    exact = CrossEncoderScorer(cross_encoder_path, precision="fp32")
+    exact = CrossEncoderScorer(cross_encoder_path, precision="fp32", max_chunk_s=60.0)  # one call, one pass
+    exact.score("warm-up", passages[:2])  # the engine's first (calibration) batch is small
     reference = CrossEncoder(cross_encoder_path).predict([("vitamin d bones", p) for p in passages], batch_size=32)
     assert exact.score("vitamin d bones", passages) == reference.tolist()  # bit for bit
     assert exact.precision == "fp32"

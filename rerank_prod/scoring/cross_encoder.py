@@ -32,13 +32,15 @@ class CrossEncoderScorer(LocalScorer):
     `precision`: "auto" (bf16 on CPUs with bf16 matrix units, AMX-BF16 or AVX512-BF16; bf16/fp16
     on CUDA; fp32 otherwise), "fp32", "bf16" or "fp16". `self.precision` says what was chosen and
     is part of `identity`, so caches never mix scores of different precisions. fp32 runs the model
-    unchanged (the scores `CrossEncoder.predict` gives).
+    unchanged: the scores `CrossEncoder.predict` gives when a call's pairs form one forward pass
+    (chunks and batches shared with other callers change the padding: differences of ~1e-7).
 
     All scorers of one model in the process share one `ScoringEngine` (`self.engine`): a bounded
     queue, micro-batches across callers, deadline-checked chunks of at most `max_chunk_s`, and
     requests refused at once when their budget cannot be met (`ScoringShed`) or cut at their
     deadline (`PartialScores`, the first k texts scored). `score`/`ascore` honour `deadline`
-    themselves: they return by it, never more than a chunk of work runs past it.
+    themselves: they return by it, never more than a chunk of work runs past it. The engine's
+    settings (`max_chunk_s`) are those of the first scorer built for the model.
     """
 
     honours_deadline = True
