@@ -89,8 +89,9 @@ class ScoringEngine:
     - `compute(pairs)`: one forward pass; one finite float per pair, in order.
     - `workers`: concurrent computations (default: cores / torch intra-op threads).
     - `max_batch_pairs`: the most pairs in one forward pass (a chunk).
-    - `max_chunk_s`: a chunk is cut so that its estimated time stays below this: the most any work
-      runs past a caller's deadline, and how often deadlines are checked.
+    - `max_chunk_s`: a chunk holding a request with a deadline is cut so that its estimated time
+      stays below this: the most any work runs past a caller's deadline. Requests without a
+      deadline go in full batches, so the same call gives the same batches and the same scores.
     - `batch_wait_s`: how long a worker waits for more pairs before a batch that is not full.
     - `max_queued_pairs`: bound of the queue; beyond it requests are shed.
     - `unit_cap`: text length (characters of query + text) beyond which a pair costs no more
@@ -299,14 +300,15 @@ class ScoringEngine:
             per_unit = self._seconds_per_unit or 0.0
             most = self.max_batch_pairs if self._seconds_per_unit is not None else _CALIBRATION_PAIRS
             batch: list[tuple[_Request, int]] = []
-            units, deadline_left = 0.0, float("inf")
+            units, deadline_left, chunk_s = 0.0, float("inf"), float("inf")
             for request in list(self._queue):
                 if request.deadline is not None:
                     deadline_left = min(deadline_left, request.deadline.remaining())
+                    chunk_s = self.max_chunk_s
                 while request.handed_out < len(request.pairs) and len(batch) < most:
                     cost = request.units[request.handed_out]
                     # the first pair is bounded by the deadlines only, the others by the chunk time too
-                    limit = deadline_left if not batch else min(deadline_left, self.max_chunk_s)
+                    limit = deadline_left if not batch else min(deadline_left, chunk_s)
                     if (units + cost) * per_unit > limit:
                         break
                     batch.append((request, request.handed_out))
@@ -317,7 +319,7 @@ class ScoringEngine:
                 elif not batch:  # not even one of its pairs ends before its deadline: stop it now
                     self._drop(request)
                     request.wake()
-                    deadline_left = float("inf")
+                    deadline_left = chunk_s = float("inf")
                     continue
                 if request.handed_out < len(request.pairs) or len(batch) == most:
                     break  # the chunk is full (pairs or time): the rest waits for the next one
