@@ -23,6 +23,7 @@ from rerank_prod.errors import ScoringTimeout
 from rerank_prod.fusion import Fusion
 from rerank_prod.gate import Gate
 from rerank_prod.metrics import RerankMetrics
+from rerank_prod.observability.base import CallWatch, Finished, Observer
 from rerank_prod.scoring.base import Scorer, checked_scores
 from rerank_prod.semantic_cache import SemanticCache
 from rerank_prod.types import (
@@ -70,6 +71,7 @@ class _Call:
     candidates: tuple[Candidate, ...]
     top_n: int | None
     started: float
+    watch: CallWatch
 
 
 def _check_top_n(top_n: int | None) -> None:
@@ -95,6 +97,8 @@ class Reranker:
       error counts appear in `metrics.snapshot()["cache"]`.
     - `timeout_s`: budget for the primary scorer, retries included. On timeout or error the call
       falls back to `fallback_scorer` (within `fallback_timeout_s`), then to the retriever order.
+    - `observers`: `rerank_prod.observability` exporters and monitors (Prometheus, OpenTelemetry,
+      `RerankMonitor`) told about every call and each of its stages.
     """
 
     def __init__(
@@ -112,6 +116,7 @@ class Reranker:
         fallback_scorer: Scorer | None = None,
         fallback_timeout_s: float | None = None,
         metrics: RerankMetrics | None = None,
+        observers: Iterable[Observer] = (),
     ) -> None:
         for name, value, kind in (
             ("scorer", scorer, Scorer),
@@ -127,6 +132,12 @@ class Reranker:
                 raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
         if scorer is None:
             raise TypeError("scorer is required")
+        if not isinstance(observers, Iterable):
+            raise TypeError(f"observers must be a sequence of Observer, got {type(observers).__name__}")
+        self.observers = tuple(observers)
+        for position, observer in enumerate(self.observers):
+            if not isinstance(observer, Observer):
+                raise TypeError(f"observers[{position}] must be an Observer, got {type(observer).__name__}")
         _check_top_n(top_n)
         for name, budget in (("timeout_s", timeout_s), ("fallback_timeout_s", fallback_timeout_s)):
             if budget is not None:
@@ -149,6 +160,7 @@ class Reranker:
         for backend in (scorer, fallback_scorer):
             if backend is not None and backend.circuit_breaker is not None:
                 self.metrics.track_breaker(backend.name, backend.circuit_breaker)
+        self._bound = tuple(observer.bind(self) for observer in self.observers)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -178,14 +190,18 @@ class Reranker:
         `timeout_s` bounds the primary scorer's work (retries included); the fallback scorer gets
         `fallback_timeout_s`. Inputs are never mutated.
         """
-        return run(self._plan(self._start(query, candidates, top_n)))
+        call = self._start(query, candidates, top_n)
+        with call.watch:
+            return run(self._plan(call), call.watch.stage if self._bound else None)
 
     async def arerank(
         self, query: str, candidates: Iterable[Candidate | str], *, top_n: int | None = None
     ) -> RerankResult:
         """`rerank`, natively async: remote scorers and caches are awaited (no thread hop); a local
         model runs off the event loop. Same result, errors and budget as `rerank`."""
-        return await arun(self._plan(self._start(query, candidates, top_n)))
+        call = self._start(query, candidates, top_n)
+        with call.watch:
+            return await arun(self._plan(call), call.watch.stage if self._bound else None)
 
     @property
     def cache_identity(self) -> str:
@@ -210,7 +226,8 @@ class Reranker:
                 raise TypeError(f"candidate {position} must be a Candidate or str, got {type(item).__name__}")
             items.append(item)
         _check_top_n(top_n)
-        return _Call(query, tuple(items), self.top_n if top_n is None else top_n, started)
+        chosen_top_n = self.top_n if top_n is None else top_n
+        return _Call(query, tuple(items), chosen_top_n, started, CallWatch(self._bound, len(items), chosen_top_n))
 
     def _plan(self, call: _Call) -> Plan[RerankResult]:
         if not call.candidates:
@@ -222,7 +239,10 @@ class Reranker:
             cached = yield from ask(effect("cache.result.read", results.get, results.aget, result_key, count))
             if cached is not None:
                 return self._finish(call, cached, RerankSource(SourceKind.CACHE))
-        decision = self.gate.decide(call.candidates) if self.gate is not None else None
+        decision = None
+        if self.gate is not None:
+            with call.watch.stage("gate"):
+                decision = self.gate.decide(call.candidates)
         if decision is not None and not decision.rerank:
             return self._finish(
                 call,
@@ -311,7 +331,11 @@ class Reranker:
         )
 
     def _rank(self, call: _Call, scores: Sequence[float]) -> list[RankingEntry]:
-        relevance = self.fusion.fuse(call.query, call.candidates, scores) if self.fusion else list(scores)
+        if self.fusion is None:
+            relevance = list(scores)
+        else:
+            with call.watch.stage("fusion"):
+                relevance = self.fusion.fuse(call.query, call.candidates, scores)
         order = sorted(range(len(scores)), key=lambda i: -relevance[i])  # stable: ties keep retriever order
         return [(i, float(relevance[i]), float(scores[i])) for i in order]
 
@@ -347,12 +371,14 @@ class Reranker:
             )
         result = RerankResult(call.query, tuple(items), source, time.perf_counter() - call.started, decision)
         self.metrics.record(result)
+        call.watch.finish(Finished(result, ranking, item_sources))
         return result
 
     # --- performing the scoring I/O --------------------------------------------------------------
 
     def _score(self, request: _Score) -> Plan[list[float]]:
-        return ask(effect("score", self._score_sync, self._score_async, request))
+        stage = "score" if request.scorer is self.scorer else "score.fallback"
+        return ask(effect(stage, self._score_sync, self._score_async, request))
 
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._pool_lock:
