@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -53,16 +53,19 @@ class CallRecord:
 
     def as_event(self) -> dict[str, Any]:
         """The JSON-lines form (`{"event": "call", ...}`)."""
-        return {"event": "call", **asdict(self)}
+        return {"event": "call", **{name: getattr(self, name) for name in _RECORD_FIELDS}}
 
     @classmethod
     def from_event(cls, event: dict[str, Any]) -> CallRecord:
         """Inverse of `as_event`; raises KeyError/TypeError/ValueError on a malformed event."""
-        values = {field.name: event[field.name] for field in fields(cls) if field.name in event}
+        values = {name: event[name] for name in _RECORD_FIELDS if name in event}
         record = cls(**values)
         if not all(isinstance(getattr(record, name), (int, float)) for name in ("ts", "latency_s")):
             raise TypeError("ts and latency_s must be numbers")
         return record
+
+
+_RECORD_FIELDS = tuple(field.name for field in fields(CallRecord))
 
 
 def record_call(outcome: Finished, *, ts: float, model: str, scorer: str, gain_k: int) -> CallRecord:
@@ -97,15 +100,19 @@ def record_call(outcome: Finished, *, ts: float, model: str, scorer: str, gain_k
 
 
 def _gain(outcome: Finished, delivered: Sequence[int]) -> float | None:
-    by_index = {index: score for index, _, score in outcome.ranking}
-    if not delivered or len(by_index) != len(outcome.ranking) or any(s is None for s in by_index.values()):
+    """Plain Python: a few dozen floats per call, where numpy's per-call overhead would dominate."""
+    scores: list[float] = [0.0] * len(outcome.ranking)
+    for index, _, score in outcome.ranking:
+        if score is None:
+            return None
+        scores[index] = score
+    if not delivered:
         return None
-    scores = np.array([by_index[i] for i in range(len(by_index))], dtype=np.float64)
-    spread = float(scores.max() - scores.min())
+    spread = max(scores) - min(scores)
     if spread <= 0:
         return 0.0
     k = len(delivered)
-    return float((scores[list(delivered)].mean() - scores[:k].mean()) / spread)
+    return (sum(scores[i] for i in delivered) - sum(scores[:k])) / k / spread
 
 
 @dataclass(frozen=True, slots=True)
