@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rerank_prod import Candidate, InMemoryCache, LocalScorer, Reranker, ResultCache
+from rerank_prod import Candidate, Deadline, InMemoryCache, LocalScorer, Reranker, ResultCache
 from rerank_prod.observability import Observer, RerankMonitor
 
 TARGET_ADDED_P50_MS = 0.2
@@ -45,7 +45,7 @@ class OverlapScorer(LocalScorer):
     def identity(self) -> str:
         return "bench-overlap"
 
-    def score(self, query: str, texts: Sequence[str], *, deadline: object = None) -> list[float]:  # type: ignore[override]
+    def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
         words = set(query.split())
         return [float(len(words & set(text.split()))) for text in texts]
 
