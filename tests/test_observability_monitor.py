@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 
 import pytest
 from support import BrokenRemoteScorer, ConstantTimeScorer, FailingScorer
@@ -142,6 +144,28 @@ def test_a_failing_hook_never_breaks_a_call(caplog) -> None:
         result = Reranker(ConstantTimeScorer(), observers=[monitor]).rerank("a b c", WORST_FIRST)
     assert result.source.kind.value == "model"
     assert "pager down" in caplog.text
+
+
+def test_rules_run_on_the_monitors_thread_so_a_slow_hook_never_delays_a_call() -> None:
+    fired = threading.Event()
+    threads: list[str] = []
+
+    def slow_hook(alert: Alert) -> None:
+        threads.append(threading.current_thread().name)
+        time.sleep(0.5)
+        fired.set()
+
+    monitor = RerankMonitor(rules=[latency_over(0.0, statistic="max")], on_alert=[slow_hook], evaluate_every_s=0.05)
+    reranker = Reranker(ConstantTimeScorer(), observers=[monitor])
+    started = time.perf_counter()
+    for _ in range(5):
+        reranker.rerank("a b c", WORST_FIRST)
+        time.sleep(0.05)
+    assert time.perf_counter() - started < 0.7  # inline, the 0.5 s hook would make it >= 0.75 s
+    assert fired.wait(timeout=5)
+    assert threads == ["rerank-prod-monitor"]
+    monitor.close()
+    assert not any(thread.name == "rerank-prod-monitor" for thread in threading.enumerate())
 
 
 def test_bad_settings_are_rejected() -> None:

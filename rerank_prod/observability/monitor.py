@@ -6,8 +6,9 @@
 
 Windows are by time (calls that ended in the last N seconds), not by call count. Records are kept
 for `retention_s` (and at most `max_records`, so memory stays bounded under any load); a window
-reaching past what is kept says so (`WindowStats.complete`). Rules are evaluated at most every
-`evaluate_every_s` on the calling thread; hooks should be quick (hand slow work to a queue).
+reaching past what is kept says so (`WindowStats.complete`). Rules are evaluated every
+`evaluate_every_s` on the monitor's own daemon thread, so neither the aggregation nor a slow hook
+ever delays a rerank call (`evaluate_every_s=0`: after every call, on the calling thread).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -44,6 +46,8 @@ class RerankMonitor:
     - `log_path`: append one JSON object per call (and per alert) to this file, for
       `rerank-prod report`. No query or passage text is written.
     - `gain_k`: the k of the relevance-gain signal (see `rerank_prod.observability.records`).
+    - `evaluate_every_s`: how often the rules are checked, on a daemon thread (0: after every call,
+      inline); `check()` evaluates them now. `close()` stops the thread and closes the log.
     - `clock`: wall-clock seconds (tests pass their own).
     """
 
@@ -80,12 +84,21 @@ class RerankMonitor:
         self._breakers: list[CircuitBreaker] = []
         self._firing: dict[str, bool] = {rule.name: False for rule in self.rules}
         self._checking = threading.Lock()
-        self._last_check = -float("inf")
         self._log: TextIO | None = None
         if log_path is not None:
             path = Path(log_path)
             path.parent.mkdir(parents=True, exist_ok=True)
             self._log = path.open("a", encoding="utf-8", buffering=1)
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self.rules and self.evaluate_every_s > 0:
+            self._thread = threading.Thread(
+                target=_evaluate_periodically,
+                args=(weakref.ref(self), self._stopped, self.evaluate_every_s),
+                name="rerank-prod-monitor",
+                daemon=True,
+            )
+            self._thread.start()
 
     def bind(self, reranker: Reranker) -> _MonitorBinding:
         """Observer hook: called by `Reranker` once; watches its scorers' circuit breakers too."""
@@ -101,7 +114,18 @@ class RerankMonitor:
         """Kept records, oldest first; only those that ended in the last `seconds` when given."""
         since = -float("inf") if seconds is None else self._clock() - check_number("seconds", seconds)
         with self._lock:
-            return [record for record in self._records if record.ts >= since]
+            return self._since(since)
+
+    def _since(self, start: float) -> list[CallRecord]:
+        """Records that ended at `start` or later, walking back from the newest: the cost is the
+        window's size, not everything kept. Call with the lock held."""
+        recent = []
+        for record in reversed(self._records):
+            if record.ts < start:
+                break
+            recent.append(record)
+        recent.reverse()
+        return recent
 
     def window(self, seconds: float) -> WindowStats:
         """Aggregates (latency mean/p50/p95/p99/max, fallback/shed/skip rates, gain) over the
@@ -110,7 +134,7 @@ class RerankMonitor:
         end = self._clock()
         start = end - seconds
         with self._lock:
-            records = [record for record in self._records if record.ts >= start]
+            records = self._since(start)
             complete = seconds <= self.retention_s and start > self._evicted_until
         return summarize(records, start=start, end=end, complete=complete, breakers_open=self._open_breakers())
 
@@ -125,7 +149,6 @@ class RerankMonitor:
     def check(self) -> list[Alert]:
         """Evaluate every rule now; returns (and hands to the hooks) the alerts whose state changed."""
         with self._checking:
-            self._last_check = self._clock()
             changed: list[Alert] = []
             windows: dict[float, WindowStats] = {}
             for rule in self.rules:
@@ -175,7 +198,7 @@ class RerankMonitor:
             while records[0].ts < horizon:
                 records.popleft()
         self._write(record.as_event())
-        if self.rules and now - self._last_check >= self.evaluate_every_s and not self._checking.locked():
+        if self.rules and self.evaluate_every_s == 0:
             self.check()
         return record
 
@@ -190,7 +213,10 @@ class RerankMonitor:
             logger.warning("rerank monitor: event log write failed: %s", failure)
 
     def close(self) -> None:
-        """Close the event log (records and windows stay readable)."""
+        """Stop the rule thread and close the event log (records and windows stay readable)."""
+        self._stopped.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=1.0)  # a hook still running keeps it a little longer; it is a daemon
         with self._lock:
             if self._log is not None:
                 self._log.close()
@@ -198,6 +224,19 @@ class RerankMonitor:
 
     def __repr__(self) -> str:
         return f"RerankMonitor(rules={[rule.name for rule in self.rules]}, retention_s={self.retention_s:g})"
+
+
+def _evaluate_periodically(monitor: weakref.ref[RerankMonitor], stopped: threading.Event, every_s: float) -> None:
+    """The rule thread; holds the monitor weakly so an unclosed, unused monitor can still be freed."""
+    while not stopped.wait(every_s):
+        alive = monitor()
+        if alive is None:
+            return
+        try:
+            alive.check()
+        except Exception:
+            logger.exception("rerank monitor: evaluating the alert rules failed")
+        del alive
 
 
 class _MonitorBinding:
