@@ -280,3 +280,21 @@ def test_report_through_both_adapters(tmp_path, cross_encoder) -> None:
     assert main(["report", str(tmp_path / "events.jsonl"), "--out", str(tmp_path / "report"), "--no-plot"]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "2 calls from" in report and "| model | 2 | 100.0% |" in report
+
+
+@pytest.mark.parametrize(
+    ("detail", "expected"),
+    [
+        ("retriever order: timeout after 0.3s", ("retriever_order", "timeout")),
+        ("retriever order: error ConnectionError", ("retriever_order", "ConnectionError")),
+        ("secondary bm25: error CircuitOpenError", ("secondary", "CircuitOpenError")),
+        ("retriever order: error ScorerError; secondary backup: timeout after 1s", ("retriever_order", "ScorerError")),
+        ("retriever order: shed (queue 2.1s > budget 0.3s)", ("retriever_order", "shed")),
+        ("retriever order: 50% of budget spent", ("retriever_order", "other")),
+    ],
+)
+def test_fallback_reasons_are_bounded_label_values(detail: str, expected: tuple[str, str]) -> None:
+    from rerank_prod import RerankSource, SourceKind
+    from rerank_prod.observability.base import fallback_reason
+
+    assert fallback_reason(RerankSource(SourceKind.FALLBACK, detail)) == expected
