@@ -2,6 +2,7 @@
 
     rerank-prod eval  DATASET_DIR --model PATH [--reranker SPEC ...] [--config FILE] [--gate-sweep 0:0.5:0.05]
     rerank-prod bench DATASET_DIR --model PATH [--sizes 20,100]
+    rerank-prod report EVENTS.jsonl --out DIR [--bucket SECONDS]
 
 Heavy libraries (torch, bm25s, pytrec_eval, matplotlib, frameworks) load only when a command runs.
 """
@@ -201,6 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the per-system memory probes (each loads the model in a fresh process)",
     )
+    report = commands.add_parser(
+        "report",
+        help="markdown report (latency over time, gain distribution, alerts) from a RerankMonitor event log",
+        description="Turn the JSON-lines event log a RerankMonitor(log_path=...) wrote into DIR/report.md, "
+        "with DIR/latency.png and DIR/gain.png when matplotlib is installed.",
+    )
+    report.add_argument("events", type=Path, help="the monitor's JSON-lines event log")
+    report.add_argument("--out", type=Path, required=True, help="directory for report.md and the plots")
+    report.add_argument("--bucket", type=float, help="seconds per latency-over-time bucket (default: ~24 buckets)")
+    report.add_argument("--no-plot", dest="plot", action="store_false")
     return parser
 
 
@@ -327,13 +338,26 @@ def _bench_budget(args: argparse.Namespace, chosen: list[CandidateSet], qrels: Q
         print(anytime_text(anytime))
 
 
+def _report(args: argparse.Namespace) -> None:
+    from rerank_prod.observability.report import build_report, read_events
+
+    markdown = build_report(
+        read_events(args.events), args.out, source=str(args.events), bucket_s=args.bucket, plot=args.plot
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+    print(f"wrote {args.out / 'report.md'}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rerank_prod.evaluation.dataset import EvalInputError
+    from rerank_prod.observability.report import ReportInputError
 
     try:
-        {"eval": _eval, "bench": _bench}[args.command](args)
-    except EvalInputError as exc:
+        {"eval": _eval, "bench": _bench, "report": _report}[args.command](args)
+    except (EvalInputError, ReportInputError) as exc:
         print(f"rerank-prod {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -213,7 +213,7 @@ class ScoringEngine:
             queued_pairs = sum(len(r.pairs) - r.handed_out for r in self._queue)
             if queued_pairs + len(pairs) > self.max_queued_pairs:
                 self._counts["shed"] += 1
-                raise ScoringShed("shed: queue full")
+                raise ScoringShed("shed by the engine: queue full")
             if self._closing:
                 raise ScorerError(f"{self.name}: the scoring engine is closed")
             if deadline is not None:
@@ -236,7 +236,7 @@ class ScoringEngine:
         needed = ahead + (own if own <= remaining else first_chunk)
         if needed > remaining:
             self._counts["shed"] += 1
-            raise ScoringShed("shed: the work queued ahead would not let it finish within budget")
+            raise ScoringShed("shed by the engine: the work queued ahead would not let it finish within budget")
 
     def _abandon(self, request: _Request) -> None:
         with self._lock:
@@ -265,7 +265,7 @@ class ScoringEngine:
             self._counts["partial" if prefix else "timeout"] += 1
         if prefix:
             raise PartialScores(prefix, len(request.pairs), elapsed)
-        raise ScoringTimeout("timeout: the deadline passed before any pair was scored")
+        raise ScoringTimeout("timeout before any pair was scored")
 
     # --- workers ---------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from rerank_prod.errors import PartialScores, ScoringShed, ScoringTimeout
 from rerank_prod.fusion import Fusion
 from rerank_prod.gate import Gate
 from rerank_prod.metrics import RerankMetrics
+from rerank_prod.observability.base import CallWatch, Finished, Observer
 from rerank_prod.scoring.base import Scorer, checked_scores
 from rerank_prod.semantic_cache import SemanticCache
 from rerank_prod.types import (
@@ -75,6 +76,7 @@ class _Call:
     candidates: tuple[Candidate, ...]
     top_n: int | None
     started: float
+    watch: CallWatch
     deadline: Deadline | None
     """The whole call's budget (`timeout_s`), started when the call was."""
 
@@ -126,12 +128,14 @@ class Reranker:
       skipped. A local cross-encoder scores candidates in retriever order in chunks: when the
       budget ends mid-way the scored ones are ranked by the model (and fusion), the rest follow in
       retriever order (`rerank_source` "partial:k/n scored in Xs"); when its engine cannot start
-      the work in time the call falls back at once ("fallback:...: shed: ...").
+      the work in time the call falls back at once ("fallback:...: shed by the engine: ...").
     - `fallback_timeout_s`: the part of `timeout_s` kept for `fallback_scorer` (must be less than
       `timeout_s`): the primary scorer must finish `fallback_timeout_s` before the call's deadline,
       and the fallback gets what is left. None: nothing is kept back (the fallback runs with whatever
       the primary left, e.g. after a fast error, a shed or an open circuit). On timeout or error the
       call falls back to `fallback_scorer`, then to the retriever order.
+    - `observers`: `rerank_prod.observability` exporters and monitors (Prometheus, OpenTelemetry,
+      `RerankMonitor`) told about every call and each of its stages.
     """
 
     def __init__(
@@ -149,6 +153,7 @@ class Reranker:
         fallback_scorer: Scorer | None = None,
         fallback_timeout_s: float | None = None,
         metrics: RerankMetrics | None = None,
+        observers: Iterable[Observer] = (),
     ) -> None:
         for name, value, kind in (
             ("scorer", scorer, Scorer),
@@ -164,6 +169,12 @@ class Reranker:
                 raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
         if scorer is None:
             raise TypeError("scorer is required")
+        if not isinstance(observers, Iterable):
+            raise TypeError(f"observers must be a sequence of Observer, got {type(observers).__name__}")
+        self.observers = tuple(observers)
+        for position, observer in enumerate(self.observers):
+            if not isinstance(observer, Observer):
+                raise TypeError(f"observers[{position}] must be an Observer, got {type(observer).__name__}")
         _check_top_n(top_n)
         for name, budget in (("timeout_s", timeout_s), ("fallback_timeout_s", fallback_timeout_s)):
             if budget is not None:
@@ -191,6 +202,7 @@ class Reranker:
         for backend in (scorer, fallback_scorer):
             if backend is not None and backend.circuit_breaker is not None:
                 self.metrics.track_breaker(backend.name, backend.circuit_breaker)
+        self._bound = tuple(observer.bind(self) for observer in self.observers)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -222,14 +234,18 @@ class Reranker:
         scored candidates ranked by the model, the rest after them in retriever order, with
         `rerank_score` None. Inputs are never mutated.
         """
-        return run(self._plan(self._start(query, candidates, top_n)))
+        call = self._start(query, candidates, top_n)
+        with call.watch:
+            return run(self._plan(call), call.watch.stage if self._bound else None)
 
     async def arerank(
         self, query: str, candidates: Iterable[Candidate | str], *, top_n: int | None = None
     ) -> RerankResult:
         """`rerank`, natively async: remote scorers and caches are awaited (no thread hop); a local
         model runs off the event loop. Same result, errors and budget as `rerank`."""
-        return await arun(self._plan(self._start(query, candidates, top_n)))
+        call = self._start(query, candidates, top_n)
+        with call.watch:
+            return await arun(self._plan(call), call.watch.stage if self._bound else None)
 
     @property
     def cache_identity(self) -> str:
@@ -254,8 +270,10 @@ class Reranker:
                 raise TypeError(f"candidate {position} must be a Candidate or str, got {type(item).__name__}")
             items.append(item)
         _check_top_n(top_n)
+        chosen_top_n = self.top_n if top_n is None else top_n
         deadline = None if self.timeout_s is None else Deadline.after(self.timeout_s)
-        return _Call(query, tuple(items), self.top_n if top_n is None else top_n, started, deadline)
+        watch = CallWatch(self._bound, len(items), chosen_top_n)
+        return _Call(query, tuple(items), chosen_top_n, started, watch, deadline)
 
     def _plan(self, call: _Call) -> Plan[RerankResult]:
         if not call.candidates:
@@ -267,7 +285,10 @@ class Reranker:
             cached = yield from ask(effect("cache.result.read", results.get, results.aget, result_key, count))
             if cached is not None:
                 return self._finish(call, cached, RerankSource(SourceKind.CACHE))
-        decision = self.gate.decide(call.candidates) if self.gate is not None else None
+        decision = None
+        if self.gate is not None:
+            with call.watch.stage("gate"):
+                decision = self.gate.decide(call.candidates)
         if decision is not None and not decision.rerank:
             return self._finish(
                 call,
@@ -362,11 +383,11 @@ class Reranker:
                 reason = f"{reason}; secondary {secondary.name}: {_describe(cause)}"
                 logger.warning("fallback scorer %s failed too: %s", secondary.name, cause)
             else:
-                how = "" if scored.partial is None else f" ({scored.partial})"
+                how = "" if scored.partial is None else f"; secondary {scored.partial}"
                 return self._finish(
                     call,
                     self._rank(call, scored.scores),
-                    RerankSource(SourceKind.FALLBACK, f"secondary {secondary.name}{how}: {reason}"),
+                    RerankSource(SourceKind.FALLBACK, f"secondary {secondary.name}: {reason}{how}"),
                     decision,
                 )
         return self._finish(
@@ -381,7 +402,8 @@ class Reranker:
         if self.fusion is None:
             relevance = model_scores
         else:
-            relevance = self.fusion.fuse(call.query, [call.candidates[i] for i in scored], model_scores)
+            with call.watch.stage("fusion"):
+                relevance = self.fusion.fuse(call.query, [call.candidates[i] for i in scored], model_scores)
         order = sorted(range(len(scored)), key=lambda j: -relevance[j])  # stable: ties keep retriever order
         ranking: list[RankingEntry] = [(scored[j], float(relevance[j]), model_scores[j]) for j in order]
         floor = min((float(value) for value in relevance), default=1.0)
@@ -421,12 +443,14 @@ class Reranker:
             )
         result = RerankResult(call.query, tuple(items), source, time.perf_counter() - call.started, decision)
         self.metrics.record(result)
+        call.watch.finish(Finished(result, ranking, item_sources))
         return result
 
     # --- performing the scoring I/O --------------------------------------------------------------
 
     def _score(self, request: _Score) -> Plan[list[float]]:
-        return ask(effect("score", self._score_sync, self._score_async, request))
+        stage = "score" if request.scorer is self.scorer else "score.fallback"
+        return ask(effect(stage, self._score_sync, self._score_async, request))
 
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._pool_lock:

@@ -115,7 +115,7 @@ def test_work_that_cannot_fit_the_budget_is_shed_at_once() -> None:
     blocker.start()
     time.sleep(0.02)
     started = time.monotonic()
-    with pytest.raises(ScoringShed, match="shed: "):
+    with pytest.raises(ScoringShed, match="shed by the engine: "):
         engine.score("q", texts(10), Deadline.after(0.2))
     assert time.monotonic() - started < 0.02
     blocker.join(timeout=10)
@@ -145,7 +145,7 @@ def test_expired_in_the_queue_is_a_timeout_not_a_partial() -> None:
     blocker = threading.Thread(target=engine.score, args=("busy", texts(30)))
     blocker.start()
     time.sleep(0.005)
-    with pytest.raises(ScoringTimeout, match="before any pair was scored"):
+    with pytest.raises(ScoringTimeout, match="timeout before any pair was scored"):
         engine.score("q", texts(4), Deadline.after(0.03))
     blocker.join(timeout=10)
 
@@ -244,7 +244,7 @@ def test_shed_falls_back_at_once_and_says_so() -> None:
     assert result.latency_s < 0.02
     assert (
         str(result.source)
-        == "fallback:retriever order: shed: the work queued ahead would not let it finish within budget"
+        == "fallback:retriever order: shed by the engine: the work queued ahead would not let it finish within budget"
     )
     assert reranker.metrics.snapshot()["fallback_reasons"] == {str(result.source.detail): 1}
 

@@ -55,6 +55,27 @@ CORE = [
         ("rerank_prod", CORE),
         ("langchain_rerank_prod", ["RerankProdCompressor"]),
         ("llamaindex_rerank_prod", ["RerankProdPostprocessor"]),
+        (
+            "rerank_prod.observability",
+            [
+                "Alert",
+                "AlertRule",
+                "BoundObserver",
+                "CallRecord",
+                "Finished",
+                "Observation",
+                "Observer",
+                "OpenTelemetryTracing",
+                "PrometheusMetrics",
+                "RerankMonitor",
+                "WindowStats",
+                "breaker_open",
+                "fallback_rate_over",
+                "gain_below",
+                "latency_over",
+                "shed_rate_over",
+            ],
+        ),
     ],
 )
 def test_public_names_are_pinned(module: str, expected: list[str]) -> None:
