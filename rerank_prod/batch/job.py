@@ -36,7 +36,8 @@ RUN_FILE = "run.trec"
 
 @dataclass(frozen=True)
 class BatchReport:
-    """What one `run_batch` call did; `pairs_per_s` counts the (query, candidate) pairs it re-ranked."""
+    """What one `run_batch` call did; `pairs_per_s` counts the (query, candidate) pairs it re-ranked.
+    `first_result_s`: until the first part was written (start-up: cluster scheduling, model loads)."""
 
     out: Path
     run_file: Path
@@ -45,6 +46,7 @@ class BatchReport:
     failed: int
     pairs: int
     wall_s: float
+    first_result_s: float | None
     engine: str
     actors: int
 
@@ -163,8 +165,11 @@ def run_batch(
     )
     job = uuid.uuid4().hex[:8]
     written = failed = 0
+    first_result_s = None
     for number, table in enumerate(results):
         _write_part(table, out / "results" / f"part-{job}-{number:06d}.{output_format}")
+        if first_result_s is None:
+            first_result_s = time.perf_counter() - started
         written += table.num_rows
         failed += table.num_rows - table["error"].null_count
     wall_s = time.perf_counter() - started
@@ -178,6 +183,7 @@ def run_batch(
         failed=failed,
         pairs=int(pc.sum(pc.list_value_length(pending["candidates"])).as_py() or 0),
         wall_s=wall_s,
+        first_result_s=first_result_s,
         engine=engine,
         actors=actors if engine == "ray" else 1,
     )
