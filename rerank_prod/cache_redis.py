@@ -18,6 +18,7 @@ reach the promoted replica as soon as the cluster has one.
 from __future__ import annotations
 
 import asyncio
+import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -114,11 +115,19 @@ class RedisCache:
         options = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": connect_timeout_s, **client_kwargs}
         # One immediate retry: enough to replace a pooled connection that died with a restarted Redis,
         # or (cluster) to follow the slot map the client reloads after a node failed.
-        sync_client = redis_module.cluster.RedisCluster if cluster else redis_module.Redis
-        self._client: SyncClient = sync_client.from_url(url, **{"retry": Retry(NoBackoff(), 1), **options})
+        self._sync_options = {"retry": Retry(NoBackoff(), 1), **options}
         # The asyncio cluster pipeline sleeps 0.25 s before each retry: fail at once instead (the
         # failed call is "no cache"; the client reloads the slot map for the next one).
         self._async_options = {"retry": AsyncRetry(NoBackoff(), 0 if cluster else 1), **options}
+        self._sync_client: SyncClient | None = None
+        self._sync_lock = threading.Lock()
+        if cluster:
+            # The sync cluster client connects when built, so it is built on first use: a cluster
+            # that is down at start-up is "no cache", not a crash. The asyncio one connects lazily:
+            # building it here checks the options now.
+            redis_module.asyncio.cluster.RedisCluster.from_url(url, **self._async_options)
+        else:
+            self._sync_client = redis_module.Redis.from_url(url, **self._sync_options)
         # redis.asyncio connections belong to the event loop that opened them: one client per loop.
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = (
             weakref.WeakKeyDictionary()
@@ -130,6 +139,15 @@ class RedisCache:
         netloc = f"{location.hostname or ''}{f':{location.port}' if location.port else ''}"
         cluster = ", cluster=True" if self.cluster else ""
         return f"RedisCache({location._replace(netloc=netloc).geturl()!r}, key_prefix={self.key_prefix!r}{cluster})"
+
+    @property
+    def _client(self) -> SyncClient:
+        if self._sync_client is None:
+            with self._sync_lock:
+                if self._sync_client is None:
+                    cluster_client = _import_redis().cluster.RedisCluster
+                    self._sync_client = cluster_client.from_url(self.url, **self._sync_options)
+        return self._sync_client
 
     def _async_client(self) -> AsyncClient:
         loop = asyncio.get_running_loop()
@@ -244,7 +262,8 @@ class RedisCache:
     # --- lifecycle --------------------------------------------------------------------------------
 
     def close(self) -> None:
-        self._client.close()
+        if self._sync_client is not None:
+            self._sync_client.close()
 
     async def aclose(self) -> None:
         """Closes the client of the running event loop."""

@@ -55,6 +55,20 @@ CORE = [
         ("rerank_prod", CORE),
         ("langchain_rerank_prod", ["RerankProdCompressor"]),
         ("llamaindex_rerank_prod", ["RerankProdPostprocessor"]),
+        (
+            "rerank_prod.batch",
+            [
+                "REQUEST_SCHEMA",
+                "RESULT_SCHEMA",
+                "BatchReport",
+                "RerankWorker",
+                "beir_requests",
+                "read_requests",
+                "read_results",
+                "requests_table",
+                "run_batch",
+            ],
+        ),
     ],
 )
 def test_public_names_are_pinned(module: str, expected: list[str]) -> None:

@@ -31,6 +31,7 @@ def connect_ray(address: str | None = None) -> None:
 
 
 def batches(requests: pa.Table, batch_size: int) -> list[pa.Table]:
+    """Zero-copy slices of at most `batch_size` requests: the unit of work and of output."""
     check_int("batch_size", batch_size)
     return [requests.slice(start, batch_size) for start in range(0, requests.num_rows, batch_size)]
 

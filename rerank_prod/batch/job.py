@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rerank_prod.batch.engines import ENGINES, local_results, ray_results
-from rerank_prod.evaluation.configs import Spec
+from rerank_prod.evaluation.configs import Spec, normalize_spec
 from rerank_prod.evaluation.dataset import EvalInputError
 from rerank_prod.evaluation.first_stage import Ranking, write_run
 from rerank_prod.validation import check_int, check_number
@@ -125,8 +125,9 @@ def run_batch(
     output_format: str = "parquet",
     progress: bool = False,
 ) -> BatchReport:
-    """Re-rank every request (`REQUEST_SCHEMA` rows) with the configuration `spec` (a normalized
-    evaluation configuration) and write the results under `out`.
+    """Re-rank every request (`REQUEST_SCHEMA` rows) with the configuration `spec` (an evaluation
+    configuration: `{"name", "scorer", "fusion", "gate", caches, "timeout_s", ...}`, see
+    `rerank_prod.evaluation.configs`) and write the results under `out`.
 
     `engine`: "ray" (Ray Data, `actors` actors of `cpus_per_actor` CPUs and `gpus_per_actor` GPUs,
     each loading the model once) or "local" (this process, the same worker). `batch_size`:
@@ -141,6 +142,7 @@ def run_batch(
     ids = requests["query_id"].to_pylist()
     if len(set(ids)) != len(ids):
         raise EvalInputError("query_id must be unique across the requests")
+    spec = normalize_spec(spec, {}, 1)
     out = Path(out)
     started = time.perf_counter()
     check_int("actors", actors)

@@ -137,12 +137,14 @@ def _check_request(row: Mapping[str, Any], where: str) -> None:
 
 
 def candidates_of(request: Mapping[str, Any]) -> list[Candidate]:
+    """A request row's candidates as the core's type, in their first-stage order."""
     return [
         Candidate(text=c["text"], id=c["id"], retrieval_score=c.get("retrieval_score")) for c in request["candidates"]
     ]
 
 
 def result_row(query_id: str, result: RerankResult) -> dict[str, Any]:
+    """A `RESULT_SCHEMA` row: the ranking, best first, each item with its id and result metadata."""
     return {
         "query_id": query_id,
         "ranking": [{"id": item.candidate.id, **item.metadata()} for item in result.items],
