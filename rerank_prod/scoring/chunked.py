@@ -109,8 +109,9 @@ class ChunkedScorer:
     - `window_tokens`: passage units per window. With the model's tokenizer it defaults to what fits
       beside the query (`max_seq_length` minus the query and special tokens), so no window is cut.
     - `overlap_tokens` (default: a third of the window, at most 64): units shared by consecutive
-      windows, so a sentence across a boundary is whole in one of them. `max_chunks` (default 16): windows per text at most; what
-      lies beyond is not scored and the text counts as truncated.
+      windows, so a sentence across a boundary is whole in one of them.
+    - `max_chunks` (default 16): windows per text at most; what lies beyond is not scored and the
+      text counts as truncated.
     - A text that fits one window is passed through unchanged: its score equals the wrapped scorer's.
     - Cost: one wrapped-scorer call per rerank call, on as many windows as the texts need.
     - Visibility: `stats()` (also in `reranker.metrics.snapshot()["scorers"]`), and per pair
