@@ -23,6 +23,7 @@ from rerank_prod.errors import ScoringTimeout
 from rerank_prod.fusion import Fusion
 from rerank_prod.gate import Gate
 from rerank_prod.metrics import RerankMetrics
+from rerank_prod.redaction import RedactedError, redact
 from rerank_prod.scoring.base import Scorer, checked_scores
 from rerank_prod.semantic_cache import SemanticCache
 from rerank_prod.types import (
@@ -78,8 +79,11 @@ def _check_top_n(top_n: int | None) -> None:
 
 
 def _describe(failure: Exception) -> str:
-    """Short reason for `rerank_source`: the exception type, never its message (may hold secrets)."""
-    return str(failure) if isinstance(failure, ScoringTimeout) else f"error {type(failure).__name__}"
+    """Short reason for `rerank_source`: the exception type (a redacted one's original type), never
+    its message (may hold secrets)."""
+    if isinstance(failure, ScoringTimeout):
+        return str(failure)
+    return f"error {failure.kind if isinstance(failure, RedactedError) else type(failure).__name__}"
 
 
 class Reranker:
@@ -289,7 +293,10 @@ class Reranker:
     def _fallback(self, call: _Call, failure: Exception, decision: GateDecision | None) -> Plan[RerankResult]:
         reason = _describe(failure)
         logger.warning(
-            "re-ranking with %s failed (%s: %s); falling back", self.scorer.name, type(failure).__name__, failure
+            "re-ranking with %s failed (%s: %s); falling back",
+            self.scorer.name,
+            type(failure).__name__,
+            redact(f"{failure}"),
         )
         if self.fallback_scorer is not None:
             secondary = self.fallback_scorer
@@ -298,7 +305,7 @@ class Reranker:
             except EffectFailed as secondary_failure:
                 cause = secondary_failure.cause
                 reason = f"{reason}; secondary {secondary.name}: {_describe(cause)}"
-                logger.warning("fallback scorer %s failed too: %s", secondary.name, cause)
+                logger.warning("fallback scorer %s failed too: %s", secondary.name, redact(f"{cause}"))
             else:
                 return self._finish(
                     call,

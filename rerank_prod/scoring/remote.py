@@ -12,6 +12,7 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 from rerank_prod.deadline import Deadline
+from rerank_prod.redaction import masking_secrets, register_secret
 from rerank_prod.resilience import CircuitBreaker, MalformedResponse, ResilientCaller, RetryPolicy
 from rerank_prod.types import as_finite_float
 from rerank_prod.validation import check_text
@@ -27,7 +28,8 @@ class _SecretLike(Protocol):
 
 
 class ApiKey:
-    """An API key that prints as asterisks in reprs, logs and exceptions."""
+    """An API key that prints as asterisks in reprs, logs and exceptions, and is masked in any
+    message the product logs or raises, even when a server echoes it (`rerank_prod.redaction`)."""
 
     __slots__ = ("_value",)
 
@@ -35,6 +37,7 @@ class ApiKey:
         if not isinstance(value, str) or not value.strip():
             raise ValueError("an API key must be a non-empty string")
         self._value = value
+        register_secret(value)
 
     def reveal(self) -> str:
         """The key itself: only for handing to a client library."""
@@ -144,15 +147,16 @@ class RemoteScorer:
         return self._caller.request_timeout_s
 
     def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+        """Scores under the breaker; a failure's message never holds a configured secret."""
         if not texts:
             return []
-        with self.circuit_breaker.guard(deadline):
+        with masking_secrets(), self.circuit_breaker.guard(deadline):
             return self._score(query, texts, deadline)
 
     async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
         if not texts:
             return []
-        with self.circuit_breaker.guard(deadline):
+        with masking_secrets(), self.circuit_breaker.guard(deadline):
             return await self._ascore(query, texts, deadline)
 
     def _score(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
