@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from rerank_prod.deadline import Deadline
 from rerank_prod.resilience import CircuitBreaker, MalformedResponse, RetryPolicy
+from rerank_prod.scoring.bounded_http import DEFAULT_MAX_RESPONSE_BYTES
 from rerank_prod.scoring.openai_clients import openai_clients
 from rerank_prod.scoring.remote import (
     RemoteScorer,
@@ -122,6 +123,7 @@ class ChatOptions(TypedDict, total=False):
       servers without auth). `base_url`: any OpenAI-compatible endpoint, e.g. "http://vllm:8000/v1".
     - `temperature` (default 0: repeatable judgements); `json_mode` (default True: send
       `response_format={"type": "json_object"}`; turn it off for servers that reject it).
+    - `max_response_bytes` (default 4 MiB): a larger answer is refused unread.
     - `retry` (default `RetryPolicy()`), `circuit_breaker` (default: a fresh `CircuitBreaker()`).
     """
 
@@ -129,6 +131,7 @@ class ChatOptions(TypedDict, total=False):
     base_url: str | None
     temperature: float
     json_mode: bool
+    max_response_bytes: int
     retry: RetryPolicy | None
     circuit_breaker: CircuitBreaker | None
 
@@ -146,6 +149,7 @@ class _ChatScorer(RemoteScorer):
         base_url: str | None = None,
         temperature: float = 0.0,
         json_mode: bool = True,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         retry: RetryPolicy | None = None,
         circuit_breaker: CircuitBreaker | None = None,
     ) -> None:
@@ -159,7 +163,7 @@ class _ChatScorer(RemoteScorer):
             raise TypeError(f"json_mode must be a bool, got {json_mode!r}")
         self.json_mode = json_mode
         self.base_url, self._client, self._aclients = openai_clients(
-            type(self).__name__, api_key, base_url, request_timeout_s
+            type(self).__name__, api_key, base_url, request_timeout_s, max_response_bytes
         )
 
     @property
