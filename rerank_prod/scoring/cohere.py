@@ -8,7 +8,7 @@ ones.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from rerank_prod.deadline import Deadline
 from rerank_prod.resilience import CircuitBreaker, MalformedResponse, RetryPolicy
@@ -92,7 +92,8 @@ class CohereScorer(RemoteScorer):
                     transport=async_transport(self.max_response_bytes), timeout=request_timeout_s
                 ),
                 **settings,
-            )
+            ),
+            lambda client: cast(Any, client).__aexit__(None, None, None),  # the SDK's public way to close it
         )
         self.independent_scores = self.top_n is None
 

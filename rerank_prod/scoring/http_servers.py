@@ -116,7 +116,8 @@ class _HTTPRerankScorer(RemoteScorer):
         }
         self._client = httpx.Client(transport=transport(self.max_response_bytes, limits=limits), **settings)
         self._aclients = PerEventLoop(
-            lambda: httpx.AsyncClient(transport=async_transport(self.max_response_bytes, limits=limits), **settings)
+            lambda: httpx.AsyncClient(transport=async_transport(self.max_response_bytes, limits=limits), **settings),
+            lambda client: client.aclose(),
         )
         self._executor = concurrent.futures.ThreadPoolExecutor(self.max_concurrency, "rerank-prod-http")
 

@@ -53,7 +53,8 @@ def openai_clients(
     aclients = PerEventLoop(
         lambda: openai.AsyncOpenAI(
             http_client=openai.DefaultAsyncHttpxClient(transport=async_transport(limit)), **settings
-        )
+        ),
+        lambda client: client.close(),
     )
     return checked_url, client, aclients
 
