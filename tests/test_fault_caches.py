@@ -37,9 +37,7 @@ async def rerank(reranker: Reranker, mode: str, query: str, candidates: list):
 
 
 def caching(backend, **options) -> Reranker:
-    return Reranker(
-        ConstantTimeScorer(), result_cache=ResultCache(backend), score_cache=ScoreCache(backend), **options
-    )
+    return Reranker(ConstantTimeScorer(), result_cache=ResultCache(backend), score_cache=ScoreCache(backend), **options)
 
 
 # --- 1: a lone surrogate never turns a cache into a crash ----------------------------------------
