@@ -3,7 +3,8 @@
 The names below are the public API: what users construct, implement, read and catch. Everything
 else (modules' other names, e.g. `rerank_prod.resilience.BudgetExhausted` or
 `rerank_prod.semantic_cache.VectorIndex`) is internal and may change between releases;
-`rerank_prod.effects` and `rerank_prod.validation` are internal as a whole.
+`rerank_prod.effects` and `rerank_prod.validation` are internal as a whole. The observability
+subpackage has its own public names (`rerank_prod.observability.__all__`).
 """
 
 from rerank_prod.cache import CacheBackend, InMemoryCache, ResultCache, ScoreCache
