@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from rerank_prod.deadline import Deadline
 from rerank_prod.resilience import CircuitBreaker, MalformedResponse, RetryPolicy
+from rerank_prod.scoring.bounded_http import DEFAULT_MAX_RESPONSE_BYTES
 from rerank_prod.scoring.details import record_score_details
 from rerank_prod.scoring.llm_answers import INDEX_BASES, IndexBase, Judgement, Scale, parse_judgement, parse_ranking
 from rerank_prod.scoring.openai_clients import openai_clients
@@ -105,6 +106,7 @@ class ChatOptions(TypedDict, total=False):
       of the answer, "json_object" sends `{"type": "json_object"}`, "off" sends none. "auto" starts
       with the schema and, when the server rejects `response_format` (HTTP 400), steps down to
       json_object, then off, and remembers the step. `json_mode=False` is "off".
+    - `max_response_bytes` (default 4 MiB): a larger answer is refused unread.
     - `retry` (default `RetryPolicy()`), `circuit_breaker` (default: a fresh `CircuitBreaker()`).
     """
 
@@ -113,6 +115,7 @@ class ChatOptions(TypedDict, total=False):
     temperature: float
     json_mode: bool
     structured_output: StructuredOutput
+    max_response_bytes: int
     retry: RetryPolicy | None
     circuit_breaker: CircuitBreaker | None
 
@@ -131,6 +134,7 @@ class _ChatScorer(RemoteScorer):
         temperature: float = 0.0,
         json_mode: bool = True,
         structured_output: StructuredOutput = "auto",
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         retry: RetryPolicy | None = None,
         circuit_breaker: CircuitBreaker | None = None,
     ) -> None:
@@ -151,7 +155,7 @@ class _ChatScorer(RemoteScorer):
             "json_schema" if self.structured_output == "auto" else self.structured_output
         )
         self.base_url, self._client, self._aclients = openai_clients(
-            type(self).__name__, api_key, base_url, request_timeout_s
+            type(self).__name__, api_key, base_url, request_timeout_s, max_response_bytes
         )
 
     @property
