@@ -20,11 +20,9 @@ def require_redis_server() -> str:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 nothing listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+        return int(probe.getsockname()[1])
 
 
 class RedisServer:

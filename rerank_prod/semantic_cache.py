@@ -25,6 +25,7 @@ import numpy as np
 from rerank_prod.cache import KEY_PREFIX, CacheBackend, EntryLog, ScoreCache, check_ttl, digest
 from rerank_prod.effects import EffectFailed, Plan, ask, effect
 from rerank_prod.scoring.dependencies import load_sentence_transformers_model
+from rerank_prod.scoring.precision import Precision, check_precision
 from rerank_prod.validation import check_int, check_number
 
 logger = logging.getLogger("rerank_prod.cache")
@@ -142,6 +143,7 @@ class SemanticCache:
     - `max_entries`: bound of the local index (least recently matched evicted) and of the shared log.
     - `ttl_s`: lifetime of anchor scores in the backend (None: the backend's default).
     - `sync_interval_s`: how often a lookup pulls the anchors other replicas published.
+    - `precision`: of a model named as `embedder` (see `CrossEncoderScorer`); part of its identity.
 
     `stats` counts per candidate: a hit is a score reused from a near-identical query.
     """
@@ -159,6 +161,7 @@ class SemanticCache:
         ttl_s: float | None = None,
         sync_interval_s: float = 1.0,
         device: str | None = None,
+        precision: Precision = "auto",
     ) -> None:
         check_number("threshold (a cosine similarity)", threshold, at_most=1)
         check_int("max_entries", max_entries)
@@ -168,15 +171,17 @@ class SemanticCache:
         if isinstance(embedder, str):
             if not embedder.strip():
                 raise ValueError("embedder must be a model name/path or a callable")
-            model = load_sentence_transformers_model(
+            model, chosen = load_sentence_transformers_model(
                 "SentenceTransformer",
                 embedder,
                 device=device,
                 needed_by="a model name as embedder",
                 extra="semantic-cache",
+                precision=check_precision(precision),
             )
             self._embed: Embedder = functools.partial(model.encode, convert_to_numpy=True, show_progress_bar=False)
-            embedder_identity = embedder_identity or f"sentence-transformers:{embedder}"
+            precision_tag = "" if chosen == "fp32" else f"|precision={chosen}"
+            embedder_identity = embedder_identity or f"sentence-transformers:{embedder}{precision_tag}"
         elif callable(embedder):
             if not isinstance(embedder_identity, str) or not embedder_identity.strip():
                 raise ValueError("a callable embedder needs embedder_identity (a name that changes with its vectors)")

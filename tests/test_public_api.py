@@ -76,6 +76,20 @@ CORE = [
                 "shed_rate_over",
             ],
         ),
+        (
+            "rerank_prod.batch",
+            [
+                "REQUEST_SCHEMA",
+                "RESULT_SCHEMA",
+                "BatchReport",
+                "RerankWorker",
+                "beir_requests",
+                "read_requests",
+                "read_results",
+                "requests_table",
+                "run_batch",
+            ],
+        ),
     ],
 )
 def test_public_names_are_pinned(module: str, expected: list[str]) -> None:

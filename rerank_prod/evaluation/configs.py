@@ -281,11 +281,16 @@ def default_specs() -> list[Spec]:
 
 
 def resolve_specs(
-    flag_specs: Sequence[str], config_file: str | Path | None, default_scorer: Mapping[str, Any]
+    flag_specs: Sequence[str],
+    config_file: str | Path | None,
+    default_scorer: Mapping[str, Any],
+    defaults: Sequence[Spec] | None = None,
 ) -> list[Spec]:
-    """Configurations from the file, then the flags; the defaults when neither gives any."""
+    """Configurations from the file, then the flags; `defaults` (`default_specs()` when None) when
+    neither gives any."""
     raw = (load_config_file(config_file) if config_file else []) + [parse_flag_spec(s) for s in flag_specs]
-    specs = [normalize_spec(r, default_scorer, i + 1) for i, r in enumerate(raw or default_specs())]
+    chosen = raw or list(default_specs() if defaults is None else defaults)
+    specs = [normalize_spec(r, default_scorer, i + 1) for i, r in enumerate(chosen)]
     names = [s["name"] for s in specs]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
