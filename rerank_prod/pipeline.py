@@ -253,6 +253,39 @@ class Reranker:
         """`rerank`, natively async: remote scorers and caches are awaited (no thread hop); a local
         model runs off the event loop. Same result, errors and budget as `rerank`."""
         call = self._start(query, candidates, top_n)
+        return await self._arun(call)
+
+    def rerank_many(
+        self, requests: Iterable[tuple[str, Iterable[Candidate | str]]], *, top_n: int | None = None
+    ) -> list[RerankResult]:
+        """Re-rank many (query, candidates) at once; one `RerankResult` per request, in order.
+
+        Every request is validated before any work (same errors as `rerank`), then all run
+        concurrently so a local model's engine shares forward passes between them (one batch may
+        hold several queries' pairs). Each request has its own `timeout_s`, starting now. Runs an
+        event loop of its own (`asyncio.run`): inside a running loop, await `arerank_many`."""
+        return asyncio.run(self._arun_many(self._start_many(requests, top_n)))
+
+    async def arerank_many(
+        self, requests: Iterable[tuple[str, Iterable[Candidate | str]]], *, top_n: int | None = None
+    ) -> list[RerankResult]:
+        """`rerank_many` for coroutines: the requests are awaited together on the caller's loop."""
+        return await self._arun_many(self._start_many(requests, top_n))
+
+    def _start_many(self, requests: Iterable[tuple[str, Iterable[Candidate | str]]], top_n: int | None) -> list[_Call]:
+        if isinstance(cast(object, requests), (str, bytes)) or not isinstance(requests, Iterable):
+            raise TypeError(f"requests must be an iterable of (query, candidates), got {type(requests).__name__}")
+        calls = []
+        for position, request in enumerate(requests):
+            if not isinstance(request, tuple) or len(request) != 2:
+                raise TypeError(f"request {position} must be a (query, candidates) tuple, got {type(request).__name__}")
+            calls.append(self._start(request[0], request[1], top_n))
+        return calls
+
+    async def _arun_many(self, calls: list[_Call]) -> list[RerankResult]:
+        return list(await asyncio.gather(*(self._arun(call) for call in calls)))
+
+    async def _arun(self, call: _Call) -> RerankResult:
         with call.watch:
             return await arun(self._plan(call), call.watch.stage if self._bound else None)
 
