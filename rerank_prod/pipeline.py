@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
+import functools
 import logging
 import threading
 import time
@@ -24,7 +26,9 @@ from rerank_prod.fusion import Fusion
 from rerank_prod.gate import Gate
 from rerank_prod.metrics import RerankMetrics
 from rerank_prod.observability.base import CallWatch, Finished, Observer
+from rerank_prod.redaction import RedactedError, redact
 from rerank_prod.scoring.base import Scorer, checked_scores
+from rerank_prod.scoring.chunked import ChunkedScorer
 from rerank_prod.semantic_cache import SemanticCache
 from rerank_prod.types import (
     Candidate,
@@ -107,8 +111,11 @@ def _check_top_n(top_n: int | None) -> None:
 
 
 def _describe(failure: Exception) -> str:
-    """Short reason for `rerank_source`: the exception type, never its message (may hold secrets)."""
-    return str(failure) if isinstance(failure, (ScoringTimeout, ScoringShed)) else f"error {type(failure).__name__}"
+    """Short reason for `rerank_source`: the exception type (a redacted one's original type), never
+    its message (may hold secrets)."""
+    if isinstance(failure, (ScoringTimeout, ScoringShed)):
+        return str(failure)
+    return f"error {failure.kind if isinstance(failure, RedactedError) else type(failure).__name__}"
 
 
 class Reranker:
@@ -202,6 +209,8 @@ class Reranker:
         for backend in (scorer, fallback_scorer):
             if backend is not None and backend.circuit_breaker is not None:
                 self.metrics.track_breaker(backend.name, backend.circuit_breaker)
+            if isinstance(backend, ChunkedScorer):
+                self.metrics.track_scorer(backend.name, backend)
         self._bound = tuple(observer.bind(self) for observer in self.observers)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -315,7 +324,9 @@ class Reranker:
         if results is not None:
             result_key = results.key(self.cache_identity, call.query, call.candidates)
             count = len(call.candidates)
-            cached = yield from ask(effect("cache.result.read", results.get, results.aget, result_key, count))
+            cached = yield from ask(
+                effect("cache.result.read", results.get, results.aget, result_key, count, call.deadline)
+            )
             if cached is not None:
                 return self._finish(call, cached, RerankSource(SourceKind.CACHE))
         decision = None
@@ -335,7 +346,7 @@ class Reranker:
             return (yield from self._fallback(call, failure.cause, decision))
         ranking = self._rank(call, scored.scores)
         if results is not None and scored.partial is None and _within(call.deadline):
-            yield from ask(effect("cache.result.write", results.put, results.aput, result_key, ranking))
+            yield from ask(effect("cache.result.write", results.put, results.aput, result_key, ranking, call.deadline))
         source = _call_source(scored.sources, scored.partial)
         return self._finish(call, ranking, source, decision, scored.sources)
 
@@ -362,14 +373,14 @@ class Reranker:
             pair_keys = self.score_cache.keys(scorer.identity, call.query, texts)
             if _within(deadline):
                 pair_cache = self.score_cache
-                read = effect("cache.score.read", pair_cache.get_many, pair_cache.aget_many, pair_keys)
+                read = effect("cache.score.read", pair_cache.get_many, pair_cache.aget_many, pair_keys, deadline)
                 scores = yield from ask(read)
         sources = [_MODEL_SOURCE if score is None else _CACHED_PAIR for score in scores]
         unseen = [i for i, score in enumerate(scores) if score is None]
         semantic = None
         if self.semantic_cache is not None and unseen and _within(deadline):
             semantic = yield from self.semantic_cache.lookup_plan(
-                scorer.identity, call.query, [texts[i] for i in unseen]
+                scorer.identity, call.query, [texts[i] for i in unseen], deadline
             )
             for i, score in zip(unseen, semantic.scores, strict=True):
                 if score is not None:
@@ -392,20 +403,26 @@ class Reranker:
         if scored_now and self.score_cache is not None and _within(call.deadline):
             fresh_pairs = {pair_keys[i]: cast(float, scores[i]) for i in scored_now}
             pair_cache = self.score_cache
-            yield from ask(effect("cache.score.write", pair_cache.put_many, pair_cache.aput_many, fresh_pairs))
+            yield from ask(
+                effect("cache.score.write", pair_cache.put_many, pair_cache.aput_many, fresh_pairs, call.deadline)
+            )
         if semantic is not None and self.semantic_cache is not None and _within(call.deadline):
             yield from self.semantic_cache.store_plan(
                 scorer.identity,
                 call.query,
                 semantic,
                 {texts[i]: cast(float, scores[i]) for i in unseen if sources[i] is _MODEL_SOURCE},
+                call.deadline,
             )
         return _Scored(scores, sources, partial)
 
     def _fallback(self, call: _Call, failure: Exception, decision: GateDecision | None) -> Plan[RerankResult]:
         reason = _describe(failure)
         logger.warning(
-            "re-ranking with %s failed (%s: %s); falling back", self.scorer.name, type(failure).__name__, failure
+            "re-ranking with %s failed (%s: %s); falling back",
+            self.scorer.name,
+            type(failure).__name__,
+            redact(f"{failure}"),
         )
         if self.fallback_scorer is not None:
             secondary = self.fallback_scorer
@@ -414,7 +431,7 @@ class Reranker:
             except EffectFailed as secondary_failure:
                 cause = secondary_failure.cause
                 reason = f"{reason}; secondary {secondary.name}: {_describe(cause)}"
-                logger.warning("fallback scorer %s failed too: %s", secondary.name, cause)
+                logger.warning("fallback scorer %s failed too: %s", secondary.name, redact(f"{cause}"))
             else:
                 how = "" if scored.partial is None else f"; secondary {scored.partial}"
                 return self._finish(
@@ -497,8 +514,10 @@ class Reranker:
         elif request.deadline.expired:
             raise ScoringTimeout(f"timeout after {self.timeout_s or 0.0:g}s")
         else:
+            # The caller's context goes along, so scorer details (capture_score_details) reach the caller.
             future = self._executor().submit(
-                request.scorer.score, request.query, request.texts, deadline=request.deadline
+                contextvars.copy_context().run,
+                functools.partial(request.scorer.score, request.query, request.texts, deadline=request.deadline),
             )
             try:
                 raw = future.result(timeout=request.deadline.remaining())

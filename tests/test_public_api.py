@@ -13,6 +13,7 @@ CORE = [
     "RESULT_METADATA_KEYS",
     "CacheBackend",
     "Candidate",
+    "ChunkedScorer",
     "CircuitBreaker",
     "CircuitOpenError",
     "CohereScorer",
@@ -46,6 +47,9 @@ CORE = [
     "SourceKind",
     "TEIScorer",
     "WeightedFusion",
+    "capture_score_details",
+    "load_reranker",
+    "reranker_settings",
 ]
 
 
@@ -74,6 +78,20 @@ CORE = [
                 "gain_below",
                 "latency_over",
                 "shed_rate_over",
+            ],
+        ),
+        (
+            "rerank_prod.batch",
+            [
+                "REQUEST_SCHEMA",
+                "RESULT_SCHEMA",
+                "BatchReport",
+                "RerankWorker",
+                "beir_requests",
+                "read_requests",
+                "read_results",
+                "requests_table",
+                "run_batch",
             ],
         ),
     ],

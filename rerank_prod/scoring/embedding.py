@@ -116,6 +116,8 @@ class OpenAIEmbeddingScorer(RemoteScorer):
 
     Query and passages are embedded together, split into requests of at most `max_batch_size`
     inputs sent up to `max_concurrency` at a time. `dimensions` shortens text-embedding-3 vectors.
+    `request_timeout_s` is the total time of one request; `max_response_bytes` (default 32 MiB,
+    about 1,000 inputs of 1,536 floats as JSON) refuses larger answers unread.
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class OpenAIEmbeddingScorer(RemoteScorer):
         max_batch_size: int = OPENAI_MAX_INPUTS,
         max_concurrency: int = 4,
         request_timeout_s: float | None = 10.0,
+        max_response_bytes: int = 32 * 2**20,
         retry: RetryPolicy | None = None,
         circuit_breaker: CircuitBreaker | None = None,
     ) -> None:
@@ -137,7 +140,7 @@ class OpenAIEmbeddingScorer(RemoteScorer):
         self.max_batch_size = check_int("max_batch_size", max_batch_size)
         self.max_concurrency = check_int("max_concurrency", max_concurrency)
         self.base_url, self._client, self._aclients = openai_clients(
-            "OpenAIEmbeddingScorer", api_key, base_url, request_timeout_s
+            "OpenAIEmbeddingScorer", api_key, base_url, request_timeout_s, max_response_bytes
         )
         self._executor = concurrent.futures.ThreadPoolExecutor(self.max_concurrency, "rerank-prod-embed")
 
