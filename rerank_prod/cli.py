@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from rerank_prod import __version__
 from rerank_prod.scoring import DEFAULT_CROSS_ENCODER
 
 BENCH_SYSTEMS = ("core", "langchain", "llamaindex", "langchain-crossencoder", "llamaindex-sentence-transformer")
@@ -76,6 +78,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rerank-prod", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     evaluate = commands.add_parser(
@@ -218,14 +221,22 @@ def _eval(args: argparse.Namespace) -> None:
         sweep_signal=args.sweep_signal,
         sweep_top_k=args.sweep_top_k,
         sweep_config=args.sweep_config,
-        plot=args.plot,
+        plot=args.plot and _can_plot(),
     )
     report = run_eval(options)
     print(eval_terminal(report))
     print(
         f"\nwrote {args.out / 'report.md'}, {args.out / 'results.json'}, {args.out / 'runs'}/"
-        + (f", {args.out / 'plot.png'}" if args.plot else "")
+        + (f", {args.out / 'plot.png'}" if options.plot else "")
     )
+
+
+def _can_plot() -> bool:
+    """The plot is optional: without matplotlib the evaluation runs and says how to get it."""
+    if importlib.util.find_spec("matplotlib") is None:
+        print("rerank-prod eval: matplotlib is not installed, so no plot.png: pip install 'rerank-prod[plot]'")
+        return False
+    return True
 
 
 def _bench(args: argparse.Namespace) -> None:
