@@ -8,6 +8,7 @@ ones.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,9 +72,11 @@ class CohereScorer(RemoteScorer):
         settings: dict[str, Any] = {
             "api_key": key.reveal if key is not None else (lambda: _NO_KEY),
             "timeout": request_timeout_s,
-            "max_retries": 0,
             "client_name": "rerank-prod",
         }
+        if "max_retries" in inspect.signature(cohere.ClientV2.__init__).parameters:
+            # cohere 7.x only; 5.x and 6.x take it per request (as `_request` does for every version).
+            settings["max_retries"] = 0
         if self.base_url is not None:
             settings["base_url"] = self.base_url
         self._client = cohere.ClientV2(**settings)
