@@ -22,7 +22,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
 from sentence_transformers import SentenceTransformer
 
@@ -48,7 +48,8 @@ class MiniLMEmbeddings(Embeddings):
         self.model = SentenceTransformer(model, device="cpu")
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self.model.encode(texts, normalize_embeddings=True).tolist()
+        vectors: list[list[float]] = self.model.encode(texts, normalize_embeddings=True).tolist()
+        return vectors
 
     def embed_query(self, text: str) -> list[float]:
         return self.embed_documents([text])[0]
@@ -81,7 +82,7 @@ class RankScored(BaseRetriever):
         ]
 
 
-def build_chain():
+def build_chain() -> tuple[ContextualCompressionRetriever, Runnable[str, str]]:
     vector = InMemoryVectorStore(MiniLMEmbeddings(EMBEDDER))
     vector.add_documents(DOCUMENTS)
     ensemble = EnsembleRetriever(

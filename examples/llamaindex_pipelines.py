@@ -19,6 +19,7 @@ from llama_index.core.evaluation import RetrieverEvaluator
 from llama_index.core.llms import MockLLM
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.retrievers import QueryFusionRetriever
+from llama_index.core.retrievers.fusion_retriever import FUSION_MODES
 from llama_index.core.schema import TextNode
 from sentence_transformers import SentenceTransformer
 
@@ -44,7 +45,8 @@ class MiniLMEmbedding(BaseEmbedding):
         return _load(self.model_name)
 
     def _get_text_embedding(self, text: str) -> list[float]:
-        return self._model().encode([text], normalize_embeddings=True)[0].tolist()
+        vector: list[float] = self._model().encode([text], normalize_embeddings=True)[0].tolist()
+        return vector
 
     def _get_query_embedding(self, query: str) -> list[float]:
         return self._get_text_embedding(query)
@@ -73,7 +75,7 @@ def main() -> None:
     # 1. a query engine: retrieve 5, re-rank, keep 2 for the LLM
     engine = index.as_query_engine(similarity_top_k=5, node_postprocessors=[rerank])
     response = engine.query(QUESTION)
-    print("query engine:", [(n.node.node_id, round(n.score, 3)) for n in response.source_nodes])
+    print("query engine:", [(n.node.node_id, round(n.score or 0.0, 3)) for n in response.source_nodes])
 
     # 2. a chat engine that condenses the conversation into a question, then retrieves and re-ranks
     chat = CondensePlusContextChatEngine.from_defaults(
@@ -85,7 +87,7 @@ def main() -> None:
     # 3. fusion of several retrievers (reciprocal rank), then the re-rank, before the LLM
     fusion = QueryFusionRetriever(
         [index.as_retriever(similarity_top_k=4), index.as_retriever(similarity_top_k=6)],
-        mode="reciprocal_rerank",
+        mode=FUSION_MODES.RECIPROCAL_RANK,
         num_queries=1,  # no LLM-generated query variants in this offline example
         similarity_top_k=5,
         use_async=False,
