@@ -18,6 +18,7 @@ reach the promoted replica as soon as the cluster has one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -121,11 +122,17 @@ class RedisCache:
         self._async_options = {"retry": AsyncRetry(NoBackoff(), 0 if cluster else 1), **options}
         self._sync_client: SyncClient | None = None
         self._sync_lock = threading.Lock()
+        self._async_ready: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[Any]] = (
+            weakref.WeakKeyDictionary()
+        )
         if cluster:
-            # The sync cluster client connects when built, so it is built on first use: a cluster
-            # that is down at start-up is "no cache", not a crash. The asyncio one connects lazily:
-            # building it here checks the options now.
+            # The asyncio cluster client connects lazily: building it here checks the options now.
             redis_module.asyncio.cluster.RedisCluster.from_url(url, **self._async_options)
+            # The sync one connects (slot map, command table) when built: here, so calls do not pay
+            # for it; a cluster that is down at start-up is "no cache" until it is up, not a crash.
+            errors = redis_module.exceptions
+            with contextlib.suppress(errors.RedisClusterException, errors.ConnectionError):
+                self._client  # noqa: B018
         else:
             self._sync_client = redis_module.Redis.from_url(url, **self._sync_options)
         # redis.asyncio connections belong to the event loop that opened them: one client per loop.
@@ -163,12 +170,24 @@ class RedisCache:
         """Runs one operation on this loop's client. A cluster client that saw a node fail drops its
         connections, so the next call reloads the slot map (its own retry would do so after a sleep)."""
         client = self._async_client()
+        if self.cluster:
+            await self._cluster_ready(client)
         try:
             return await operation(client)
         except Exception as exc:
             if self.cluster and isinstance(exc, _import_redis().asyncio.cluster.RedisCluster.ERRORS_ALLOW_RETRY):
+                self._async_ready.pop(asyncio.get_running_loop(), None)
                 await client.aclose()
             raise
+
+    async def _cluster_ready(self, client: Any) -> None:
+        """Loading the slot map and command table can take longer than one cache operation may: it
+        runs as a task of its own, which a caller that stops waiting does not cancel."""
+        loop = asyncio.get_running_loop()
+        ready = self._async_ready.get(loop)
+        if ready is None or (ready.done() and (ready.cancelled() or ready.exception() is not None)):
+            ready = self._async_ready[loop] = asyncio.ensure_future(client.initialize())
+        await asyncio.shield(ready)
 
     def _names(self, keys: Sequence[str]) -> list[str]:
         return [self.key_prefix + key for key in keys]
