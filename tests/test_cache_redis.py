@@ -210,7 +210,8 @@ def test_tls_with_rediss_url(tmp_path: Path) -> None:
         assert reranker.result_cache.stats.errors == 0
         untrusted = caching_reranker(ConstantTimeScorer(), tls.url)  # certificates are verified by default
         assert untrusted.rerank(QUERY, PASSAGES).source.kind is SourceKind.MODEL
-        assert untrusted.result_cache.stats.errors == 2
+        # The read fails; the write fails too, or is skipped when a slow handshake made the read time out.
+        assert untrusted.result_cache.stats.errors in (1, 2)
     finally:
         tls.stop()
 
