@@ -4,7 +4,6 @@ every `interval_s`, with its HTTP query API for reading the scraped numbers back
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -12,15 +11,10 @@ from typing import Any
 
 import httpx
 
+from loopback.redis_server import free_port
+
 PROMETHEUS = shutil.which("prometheus")
 MISSING = "prometheus is not installed (Debian: apt-get install prometheus)"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class PrometheusServer:

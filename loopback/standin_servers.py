@@ -208,7 +208,8 @@ def infinity_rerank(body: dict[str, Any], server: StandInServer) -> Any:
 def _judge(prompt: dict[str, Any]) -> str:
     """What a perfectly obedient LLM answers to rerank-prod's prompts: judgement by word overlap."""
     if "passage" in prompt:
-        return json.dumps({"relevance": round(10 * overlap(prompt["query"], prompt["passage"]), 3)})
+        share = overlap(prompt["query"], prompt["passage"])
+        return json.dumps({"relevance": round(10 * share, 3), "reason": f"{share:.0%} of the query's words"})
     ranked = sorted(prompt["passages"], key=lambda passage: -overlap(prompt["query"], passage["text"]))
     return json.dumps({"ranking": [passage["id"] for passage in ranked]})
 
@@ -217,6 +218,9 @@ def openai_chat_completions(body: dict[str, Any], server: StandInServer, content
     messages = body.get("messages")
     if not isinstance(messages, list) or not isinstance(body.get("model"), str):
         raise Answer(400, "model and messages are required")
+    response_format = body.get("response_format")
+    if response_format is not None and response_format.get("type") not in server.response_formats:
+        raise Answer(400, f"response_format type {response_format.get('type')!r} is not supported by this server")
     if content is None:
         content = _judge(json.loads(messages[-1]["content"]))
     return {
@@ -272,6 +276,8 @@ class StandInServer:
     flavor: str
     api_key: str | None = None
     max_client_batch_size: int = 32
+    response_formats: tuple[str, ...] = ("json_schema", "json_object")
+    """`response_format` types chat completions accept (others get a 400, as from servers without them)."""
     requests: list[Recorded] = field(default_factory=list)
     _faults: dict[str, deque[Fault]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -9,6 +9,7 @@ subpackage has its own public names (`rerank_prod.observability.__all__`).
 
 from rerank_prod.cache import CacheBackend, InMemoryCache, ResultCache, ScoreCache
 from rerank_prod.cache_redis import RedisCache
+from rerank_prod.config_file import load_reranker, reranker_settings
 from rerank_prod.deadline import Deadline
 from rerank_prod.errors import ScorerError, ScoringTimeout
 from rerank_prod.fusion import Fusion, ReciprocalRankFusion, WeightedFusion
@@ -28,6 +29,8 @@ from rerank_prod.scoring import (
     SentenceTransformerEmbeddingScorer,
     TEIScorer,
 )
+from rerank_prod.scoring.chunked import ChunkedScorer
+from rerank_prod.scoring.details import capture_score_details
 from rerank_prod.semantic_cache import SemanticCache
 from rerank_prod.types import (
     RESULT_METADATA_KEYS,
@@ -45,6 +48,7 @@ __all__ = [
     "RESULT_METADATA_KEYS",
     "CacheBackend",
     "Candidate",
+    "ChunkedScorer",
     "CircuitBreaker",
     "CircuitOpenError",
     "CohereScorer",
@@ -78,4 +82,7 @@ __all__ = [
     "SourceKind",
     "TEIScorer",
     "WeightedFusion",
+    "capture_score_details",
+    "load_reranker",
+    "reranker_settings",
 ]

@@ -1,6 +1,7 @@
 """`rerank-prod`: measure a re-ranker on your data before you ship it.
 
     rerank-prod eval  DATASET_DIR --model PATH [--reranker SPEC ...] [--config FILE] [--gate-sweep 0:0.5:0.05]
+    rerank-prod tune  DATASET_DIR --model PATH --split train [--sample 80] [--report-split test]
     rerank-prod bench DATASET_DIR --model PATH [--sizes 20,100]
     rerank-prod report EVENTS.jsonl --out DIR [--bucket SECONDS]
     rerank-prod batch DATASET_DIR|REQUESTS.jsonl|.parquet --model PATH --out DIR [--actors 4]
@@ -100,8 +101,8 @@ def _add_common(parser: argparse.ArgumentParser, dataset_help: str = _BEIR_HELP)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
-def _add_configurations(parser: argparse.ArgumentParser) -> None:
-    """The re-ranker configuration flags, shared by `eval` and `batch`."""
+def _add_scorer_options(parser: argparse.ArgumentParser) -> None:
+    """The default scorer's flags, shared by `eval`, `batch` and `tune`."""
     parser.add_argument(
         "--activation",
         default="identity",
@@ -111,6 +112,16 @@ def _add_configurations(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=_positive_int, default=32, help="model batch size (default 32)")
     parser.add_argument("--max-length", type=_positive_int, default=None, help="token cap (default: the model's)")
+    parser.add_argument(
+        "--chunk",
+        choices=("max", "first", "mean"),
+        help="score long passages as overlapping windows of the model's length, aggregated by max/first/mean",
+    )
+
+
+def _add_configurations(parser: argparse.ArgumentParser) -> None:
+    """The re-ranker configuration flags, shared by `eval` and `batch`."""
+    _add_scorer_options(parser)
     parser.add_argument(
         "--reranker",
         "-r",
@@ -160,6 +171,61 @@ def _add_batch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     batch.add_argument("--ray-address", help="Ray cluster to join (default: start a local one)")
 
 
+def _add_tune(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tune = commands.add_parser(
+        "tune",
+        help="pick fusion, RRF k and gate thresholds on a tuning split (cross-validated); write a config file",
+        description="Score a tuning split's first-stage top-K once, replay every fusion (weights, "
+        "normalizations, RRF k) and gate threshold of a grid over those scores, choose by k-fold "
+        "cross-validation over queries, and write OUT/tuned.json: load it with "
+        "rerank_prod.load_reranker() or pass it to 'rerank-prod eval --config'.",
+    )
+    _add_common(tune)
+    _add_scorer_options(tune)
+    tune.set_defaults(split="train")
+    tune.add_argument("--top-k", type=_positive_int, default=100, help="candidates per query (default 100)")
+    tune.add_argument(
+        "--sample", type=_positive_int, help="tune on N queries drawn from the split (a validation carve)"
+    )
+    tune.add_argument("--seed", type=int, default=42, help="seed for --sample and the folds (default 42)")
+    tune.add_argument("--max-queries", type=_positive_int, help="tune on the first N judged queries")
+    tune.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds (default 5)")
+    tune.add_argument(
+        "--max-ndcg-loss",
+        type=float,
+        default=0.0,
+        help="take the cheapest configuration within this NDCG@10 of the best (default 0: the best)",
+    )
+    tune.add_argument("--report-split", help="also compare default and tuned on this held-out split (e.g. test)")
+    tune.add_argument("--report-max-queries", type=_positive_int, help="only the first N queries of --report-split")
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from rerank_prod.evaluation.report import tune_markdown
+    from rerank_prod.evaluation.tune import TuneOptions, run_tune
+
+    options = TuneOptions(
+        dataset=args.dataset,
+        scorer=default_scorer(args),
+        out=args.out,
+        split=args.split,
+        sample=args.sample,
+        seed=args.seed,
+        max_queries=args.max_queries,
+        top_k=args.top_k,
+        folds=args.folds,
+        max_ndcg_loss=args.max_ndcg_loss,
+        run_file=args.run_file,
+        bm25_k1=args.bm25_k1,
+        bm25_b=args.bm25_b,
+        report_split=args.report_split,
+        report_max_queries=args.report_max_queries,
+        progress=args.progress,
+    )
+    print(tune_markdown(run_tune(options), markdown=False))
+    print(f"wrote {args.out / 'tuned.json'}, {args.out / 'tune.md'}, {args.out / 'tune.json'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rerank-prod", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -206,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--ray-address", help="Ray cluster to join with --ray (default: start a local one)")
 
     _add_batch(commands)
+
+    _add_tune(commands)
 
     bench = commands.add_parser(
         "bench",
@@ -265,6 +333,8 @@ def default_scorer(args: argparse.Namespace) -> dict[str, object]:
     }
     if args.max_length is not None:
         scorer["max_length"] = args.max_length
+    if args.chunk is not None:
+        scorer["chunk"] = args.chunk
     return scorer
 
 
@@ -449,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rerank_prod.observability.report import ReportInputError
 
     try:
-        {"eval": _eval, "bench": _bench, "report": _report, "batch": _batch}[args.command](args)
+        {"eval": _eval, "tune": _tune, "bench": _bench, "report": _report, "batch": _batch}[args.command](args)
     except (EvalInputError, ReportInputError) as exc:
         print(f"rerank-prod {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
+import functools
 import logging
 import threading
 import time
@@ -26,6 +28,7 @@ from rerank_prod.metrics import RerankMetrics
 from rerank_prod.observability.base import CallWatch, Finished, Observer
 from rerank_prod.redaction import RedactedError, redact
 from rerank_prod.scoring.base import Scorer, checked_scores
+from rerank_prod.scoring.chunked import ChunkedScorer
 from rerank_prod.semantic_cache import SemanticCache
 from rerank_prod.types import (
     Candidate,
@@ -206,6 +209,8 @@ class Reranker:
         for backend in (scorer, fallback_scorer):
             if backend is not None and backend.circuit_breaker is not None:
                 self.metrics.track_breaker(backend.name, backend.circuit_breaker)
+            if isinstance(backend, ChunkedScorer):
+                self.metrics.track_scorer(backend.name, backend)
         self._bound = tuple(observer.bind(self) for observer in self.observers)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -248,6 +253,39 @@ class Reranker:
         """`rerank`, natively async: remote scorers and caches are awaited (no thread hop); a local
         model runs off the event loop. Same result, errors and budget as `rerank`."""
         call = self._start(query, candidates, top_n)
+        return await self._arun(call)
+
+    def rerank_many(
+        self, requests: Iterable[tuple[str, Iterable[Candidate | str]]], *, top_n: int | None = None
+    ) -> list[RerankResult]:
+        """Re-rank many (query, candidates) at once; one `RerankResult` per request, in order.
+
+        Every request is validated before any work (same errors as `rerank`), then all run
+        concurrently so a local model's engine shares forward passes between them (one batch may
+        hold several queries' pairs). Each request has its own `timeout_s`, starting now. Runs an
+        event loop of its own (`asyncio.run`): inside a running loop, await `arerank_many`."""
+        return asyncio.run(self._arun_many(self._start_many(requests, top_n)))
+
+    async def arerank_many(
+        self, requests: Iterable[tuple[str, Iterable[Candidate | str]]], *, top_n: int | None = None
+    ) -> list[RerankResult]:
+        """`rerank_many` for coroutines: the requests are awaited together on the caller's loop."""
+        return await self._arun_many(self._start_many(requests, top_n))
+
+    def _start_many(self, requests: Iterable[tuple[str, Iterable[Candidate | str]]], top_n: int | None) -> list[_Call]:
+        if isinstance(cast(object, requests), (str, bytes)) or not isinstance(requests, Iterable):
+            raise TypeError(f"requests must be an iterable of (query, candidates), got {type(requests).__name__}")
+        calls = []
+        for position, request in enumerate(requests):
+            if not isinstance(request, tuple) or len(request) != 2:
+                raise TypeError(f"request {position} must be a (query, candidates) tuple, got {type(request).__name__}")
+            calls.append(self._start(request[0], request[1], top_n))
+        return calls
+
+    async def _arun_many(self, calls: list[_Call]) -> list[RerankResult]:
+        return list(await asyncio.gather(*(self._arun(call) for call in calls)))
+
+    async def _arun(self, call: _Call) -> RerankResult:
         with call.watch:
             return await arun(self._plan(call), call.watch.stage if self._bound else None)
 
@@ -476,8 +514,10 @@ class Reranker:
         elif request.deadline.expired:
             raise ScoringTimeout(f"timeout after {self.timeout_s or 0.0:g}s")
         else:
+            # The caller's context goes along, so scorer details (capture_score_details) reach the caller.
             future = self._executor().submit(
-                request.scorer.score, request.query, request.texts, deadline=request.deadline
+                contextvars.copy_context().run,
+                functools.partial(request.scorer.score, request.query, request.texts, deadline=request.deadline),
             )
             try:
                 raw = future.result(timeout=request.deadline.remaining())

@@ -301,3 +301,32 @@ def test_cross_encoder_answers_partially_when_the_budget_is_short(cross_encoder_
     assert result.source.kind is SourceKind.PARTIAL, str(result.source)
     k = sum(item.rerank_score is not None for item in result)
     assert 0 < k < 200 and [item.original_rank for item in result][k:] == list(range(k, 200))
+
+
+# --- many queries at once ---------------------------------------------------------------------------
+
+
+def test_rerank_many_shares_forward_passes_and_matches_single_calls() -> None:
+    forward = Forward(per_pair_s=0.001)
+    engine = warmed(ScoringEngine(forward, name="t", max_batch_pairs=32, batch_wait_s=0.01))
+    reranker = Reranker(EngineScorer(engine), top_n=3, timeout_s=5.0)
+    requests = [(f"query {i}", texts(4 + i)) for i in range(6)]
+    forward.batches.clear()
+    many = reranker.rerank_many(requests)
+    assert [r.query for r in many] == [q for q, _ in requests]
+    assert len(forward.batches) < len(requests)  # several queries per forward pass
+    singles = [reranker.rerank(query, candidates) for query, candidates in requests]
+    assert [[i.original_rank for i in r] for r in many] == [[i.original_rank for i in r] for r in singles]
+    assert all(r.source.kind is SourceKind.MODEL for r in many)
+
+
+async def test_arerank_many_validates_everything_before_any_work() -> None:
+    forward = Forward(per_pair_s=0.0)
+    reranker = Reranker(EngineScorer(ScoringEngine(forward, name="t")))
+    with pytest.raises(ValueError, match="query must be a non-empty string"):
+        await reranker.arerank_many([("fine", ["a 1"]), ("  ", ["b 2"])])
+    with pytest.raises(TypeError, match=r"request 0 must be a \(query, candidates\) tuple"):
+        await reranker.arerank_many(["just a query"])  # type: ignore[list-item]
+    assert forward.batches == []
+    results = await reranker.arerank_many([("q", ["x 2", "y 1"]), ("r", [])])
+    assert [i.candidate.text for i in results[0]] == ["x 2", "y 1"] and len(results[1]) == 0

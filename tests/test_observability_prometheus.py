@@ -113,6 +113,25 @@ def test_many_rerankers_share_a_registry_without_clashing() -> None:
         PrometheusMetrics(registry, buckets=(0.1, 1.0))
 
 
+@pytest.mark.needs_models
+def test_scoring_engine_counters_and_queue(cross_encoder) -> None:
+    registry = CollectorRegistry()
+    reranker = Reranker(cross_encoder, observers=[PrometheusMetrics(registry)])
+
+    def engine(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"backend": cross_encoder.name, **labels})
+
+    served, pairs = (
+        engine("rerank_prod_engine_requests_total", outcome="served"),
+        engine("rerank_prod_engine_pairs_total", kind="scored"),
+    )
+    reranker.rerank("what do cats do?", ["Cats purr.", "Stocks fell.", "Kittens play."])
+    assert engine("rerank_prod_engine_requests_total", outcome="served") == served + 1
+    assert engine("rerank_prod_engine_pairs_total", kind="scored") == pairs + 3
+    assert engine("rerank_prod_engine_queue_depth") == 0
+    assert engine("rerank_prod_engine_requests_total", outcome="shed") is not None
+
+
 def test_bad_settings_fail_at_construction() -> None:
     with pytest.raises(TypeError, match="registry"):
         PrometheusMetrics(registry="default")  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ CORE = [
     "RESULT_METADATA_KEYS",
     "CacheBackend",
     "Candidate",
+    "ChunkedScorer",
     "CircuitBreaker",
     "CircuitOpenError",
     "CohereScorer",
@@ -46,6 +47,9 @@ CORE = [
     "SourceKind",
     "TEIScorer",
     "WeightedFusion",
+    "capture_score_details",
+    "load_reranker",
+    "reranker_settings",
 ]
 
 

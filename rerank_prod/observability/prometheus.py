@@ -11,7 +11,7 @@ and each reranker writes its own label values.
 
 Per call (updated as calls end):
 - `rerank_prod_call_duration_seconds{source}` histogram; its `_count` is the calls by source
-  (model, cache, fallback, skipped, and any later kind such as partial answers).
+  (model, cache, partial: anytime answers, fallback, skipped).
 - `rerank_prod_stage_duration_seconds{stage}` histogram: cache.result.read, cache.score.read,
   cache.semantic.embed, gate, score, score.fallback, fusion, cache.*.write, ... (every stage the
   pipeline runs; a new one appears by itself).
@@ -22,6 +22,11 @@ At scrape time (read from the live objects, nothing double counted):
 - `rerank_prod_cache_requests_total{layer, result}`: result = hit | miss | error per cache layer.
 - `rerank_prod_circuit_breaker_state{backend, state}` (1 for the current state),
   `rerank_prod_circuit_breaker_opened_total{backend}`, `rerank_prod_circuit_breaker_rejected_total{backend}`.
+- Local models' scoring engines, labelled by `backend` (the model) only, since one engine serves
+  every reranker of its model in the process: `rerank_prod_engine_requests_total{backend, outcome}`
+  (outcome = served, partial, timeout, shed; goodput = the rate of served + partial),
+  `rerank_prod_engine_pairs_total{backend, kind}` (kind = scored, wasted: finished after their
+  caller's deadline) and `rerank_prod_engine_queue_depth{backend}` (requests waiting).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 from wsgiref.simple_server import WSGIServer
 
+from rerank_prod.engine import ScoringEngine
 from rerank_prod.observability.base import Finished, fallback_reason, scorer_kind
 from rerank_prod.observability.base import breakers as reranker_breakers
 from rerank_prod.resilience import CircuitBreaker
@@ -240,14 +246,28 @@ class _LiveState:
                 "Calls refused while the breaker was open.",
                 labels=(*_BASE_LABELS, "backend"),
             ),
+            CounterMetricFamily(
+                "rerank_prod_engine_requests",
+                "Scoring-engine requests by outcome (served, partial, timeout, shed).",
+                labels=("backend", "outcome"),
+            ),
+            CounterMetricFamily(
+                "rerank_prod_engine_pairs",
+                "Pairs the scoring engine scored; wasted: finished after their caller's deadline.",
+                labels=("backend", "kind"),
+            ),
+            GaugeMetricFamily(
+                "rerank_prod_engine_queue_depth", "Requests waiting in the scoring engine.", labels=("backend",)
+            ),
         )
 
     def collect(self) -> Iterator[Metric]:
-        caches, states, opened, rejected = self._empty_families()
+        caches, states, opened, rejected, engine_requests, engine_pairs, queue_depth = self._empty_families()
         cache_totals: dict[tuple[str, ...], dict[str, int]] = {}
         key: tuple[str, ...]
         breakers: dict[tuple[str, ...], dict[str, Any]] = {}
         seen: set[tuple[tuple[str, ...], int]] = set()
+        engines: dict[int, tuple[str, ScoringEngine]] = {}
         with self._lock:
             tracked = [(labels, ref()) for labels, ref in self._tracked]
         for labels, reranker in tracked:
@@ -265,6 +285,10 @@ class _LiveState:
                     total[outcome] += count
             for backend, breaker in reranker_breakers(reranker):
                 breakers.setdefault((*labels, backend), breaker.snapshot())
+            for scorer in (reranker.scorer, reranker.fallback_scorer):
+                engine = getattr(scorer, "engine", None)
+                if isinstance(engine, ScoringEngine):
+                    engines.setdefault(id(engine), (scorer.name if scorer is not None else "", engine))
         for key, total in cache_totals.items():
             for outcome, result in (("hits", "hit"), ("misses", "miss"), ("errors", "error")):
                 caches.add_metric([*key, result], total[outcome])
@@ -273,4 +297,15 @@ class _LiveState:
                 states.add_metric([*key, state], 1.0 if snapshot["state"] == state else 0.0)
             opened.add_metric(list(key), snapshot["times_opened"])
             rejected.add_metric(list(key), snapshot["rejected_calls"])
-        yield from (caches, states, opened, rejected)
+        per_backend: dict[str, dict[str, float]] = {}
+        for backend, engine in engines.values():  # engines of one model name (other settings) are summed
+            total_counts = per_backend.setdefault(backend, {})
+            for name, value in engine.snapshot().items():
+                total_counts[name] = total_counts.get(name, 0.0) + float(value or 0)
+        for backend, counts in per_backend.items():
+            for outcome in ("served", "partial", "timeout", "shed"):
+                engine_requests.add_metric([backend, outcome], counts[outcome])
+            engine_pairs.add_metric([backend, "scored"], counts["pairs"])
+            engine_pairs.add_metric([backend, "wasted"], counts["wasted_pairs"])
+            queue_depth.add_metric([backend], counts["queued_requests"])
+        yield from (caches, states, opened, rejected, engine_requests, engine_pairs, queue_depth)

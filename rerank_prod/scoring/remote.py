@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
@@ -213,10 +214,11 @@ class PerEventLoop(Generic[T]):
 
 
 def run_bounded(tasks: Sequence[Callable[[], T]], executor: concurrent.futures.ThreadPoolExecutor) -> list[T]:
-    """Run `tasks` on `executor` (its size is the bound); the first failure cancels what has not started."""
+    """Run `tasks` on `executor` (its size is the bound); the first failure cancels what has not started.
+    Each task runs in a copy of the caller's context (so `capture_score_details` sees what it records)."""
     if len(tasks) == 1:
         return [tasks[0]()]
-    futures = [executor.submit(task) for task in tasks]
+    futures = [executor.submit(contextvars.copy_context().run, task) for task in tasks]
     try:
         return [future.result() for future in futures]
     finally:
