@@ -3,45 +3,56 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
+from langchain_core.load.serializable import Serializable, SerializedConstructor, SerializedNotImplemented
 from pydantic import ConfigDict, Field
 
-from rerank_prod import Candidate, CrossEncoderScorer, Reranker, RerankResult
-from rerank_prod.scoring import DEFAULT_CROSS_ENCODER
+from langchain_rerank_prod.tracing import atraced, traced
+from rerank_prod import Candidate, RerankResult
+from rerank_prod.adapter_settings import RerankerSettings, as_list
+
+# Where `loads(..., secrets_from_env=True)` finds the key that `dumpd` left out.
+_API_KEY_ENV = {
+    "cohere": "CO_API_KEY",
+    "openai-embedding": "OPENAI_API_KEY",
+    "llm-pointwise": "OPENAI_API_KEY",
+    "llm-listwise": "OPENAI_API_KEY",
+}
 
 
-class RerankProdCompressor(BaseDocumentCompressor):
+class RerankProdCompressor(RerankerSettings, BaseDocumentCompressor, Serializable):
     """Re-ranks retrieved documents; drop into `ContextualCompressionRetriever(base_compressor=...)`.
 
-    The retriever score is read from `metadata[retrieval_score_key]` when present (it feeds hybrid
-    fusion and the selective gate). Inputs are never mutated: results are copies with the
-    rerank-prod metadata added and `Document.id` preserved.
+    Configure it like the partner packages, `RerankProdCompressor(model=..., top_n=3, timeout_s=2.0)`
+    (every field of `RerankerSettings`), or hand it a prebuilt `reranker=Reranker(...)`. The retriever
+    score is read from `metadata[retrieval_score_key]` when present (it feeds hybrid fusion and the
+    gate). Inputs are never mutated: results are copies with the rerank-prod metadata added and
+    `Document.id` preserved. Each call is a child run in LangChain tracing.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    reranker: Reranker
     retrieval_score_key: str | None = Field(
         default="score", description="Metadata key holding the retriever's score (None: ignore)."
     )
-    top_n: int | None = Field(default=None, description="Overrides the reranker's top_n when set.")
 
     @classmethod
-    def from_cross_encoder(
-        cls,
-        model_name_or_path: str = DEFAULT_CROSS_ENCODER,
-        *,
-        top_n: int | None = 3,
-        retrieval_score_key: str | None = "score",
-        device: str | None = None,
-        **reranker_options: Any,
-    ) -> RerankProdCompressor:
-        """A compressor over a sentence-transformers cross-encoder; options go to `Reranker`."""
-        scorer = CrossEncoderScorer(model_name_or_path, device=device)
-        return cls(reranker=Reranker(scorer, top_n=top_n, **reranker_options), retrieval_score_key=retrieval_score_key)
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["langchain_rerank_prod"]
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        return {"api_key": _API_KEY_ENV.get(self.scorer, "RERANK_PROD_API_KEY"), "redis_password": "REDIS_PASSWORD"}
+
+    def to_json(self) -> SerializedConstructor | SerializedNotImplemented:
+        """LangChain's own form for what cannot be rebuilt: a prebuilt `reranker=` is `not_implemented`."""
+        return super().to_json() if self.serializable else self.to_json_not_implemented()
 
     def _candidates(self, documents: Sequence[Document]) -> list[Candidate]:
         candidates = []
@@ -64,11 +75,24 @@ class RerankProdCompressor(BaseDocumentCompressor):
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
-        result = self.reranker.rerank(query, self._candidates(documents), top_n=self.top_n)
-        return self._documents(documents, result)
+        """Re-ranked copies of `documents`, best first (any iterable; validated before any work)."""
+        given = as_list(documents, "documents must be a sequence of langchain Documents")
+        candidates = self._candidates(given)
+        reranker = self._pipeline()
+        with traced(callbacks, reranker.scorer.name, query, len(given)) as run:
+            reranked = self._documents(given, result := reranker.rerank(query, candidates, top_n=self.top_n))
+            run.finish(result, reranked)
+        return reranked
 
     async def acompress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
-        result = await self.reranker.arerank(query, self._candidates(documents), top_n=self.top_n)
-        return self._documents(documents, result)
+        """Native async `compress_documents`: no thread hop for remote backends."""
+        given = as_list(documents, "documents must be a sequence of langchain Documents")
+        candidates = self._candidates(given)
+        reranker = self._pipeline()
+        async with atraced(callbacks, reranker.scorer.name, query, len(given)) as run:
+            result = await reranker.arerank(query, candidates, top_n=self.top_n)
+            reranked = self._documents(given, result)
+            run.finish(result, reranked)
+        return reranked

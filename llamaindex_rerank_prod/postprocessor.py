@@ -6,15 +6,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import ConfigDict, Field
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from rerank_prod import RESULT_METADATA_KEYS, Candidate, CrossEncoderScorer, Reranker, RerankResult
-from rerank_prod.scoring import DEFAULT_CROSS_ENCODER
+from rerank_prod import RESULT_METADATA_KEYS, Candidate, RerankResult
+from rerank_prod.adapter_settings import RerankerSettings, as_list
 
 dispatcher = get_dispatcher(__name__)
 
@@ -22,8 +22,12 @@ dispatcher = get_dispatcher(__name__)
 _HIDDEN = tuple(key for key in RESULT_METADATA_KEYS if key != "retrieval_score")
 
 
-class RerankProdPostprocessor(BaseNodePostprocessor):
+class RerankProdPostprocessor(RerankerSettings, BaseNodePostprocessor):
     """Re-ranks nodes; use as `index.as_query_engine(node_postprocessors=[...])`.
+
+    Configure it like LlamaIndex's own re-rankers, `RerankProdPostprocessor(model=..., top_n=2)` (every
+    field of `RerankerSettings`), or hand it a prebuilt `reranker=Reranker(...)`; `to_dict()` /
+    `from_dict()` round-trip the settings (secrets left out).
 
     `node.score` becomes the final relevance score and the incoming score is kept in
     `metadata["retrieval_score"]`, as LlamaIndex's own re-rankers do. The rerank-prod metadata is
@@ -31,36 +35,18 @@ class RerankProdPostprocessor(BaseNodePostprocessor):
     nodes are never mutated.
     """
 
-    top_n: int | None = Field(default=None, description="Overrides the reranker's top_n when set.")
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
     metadata_mode: MetadataMode = Field(default=MetadataMode.EMBED, description="Which node content view is scored.")
-    _reranker: Reranker = PrivateAttr()
-
-    def __init__(self, reranker: Reranker, **kwargs: Any) -> None:
-        if not isinstance(reranker, Reranker):
-            raise TypeError(f"reranker must be a rerank_prod.Reranker, got {type(reranker).__name__}")
-        super().__init__(**kwargs)
-        self._reranker = reranker
-
-    @classmethod
-    def from_cross_encoder(
-        cls,
-        model_name_or_path: str = DEFAULT_CROSS_ENCODER,
-        *,
-        top_n: int | None = 3,
-        device: str | None = None,
-        **reranker_options: Any,
-    ) -> RerankProdPostprocessor:
-        """A postprocessor over a sentence-transformers cross-encoder; options go to `Reranker`."""
-        scorer = CrossEncoderScorer(model_name_or_path, device=device)
-        return cls(reranker=Reranker(scorer, top_n=top_n, **reranker_options))
 
     @classmethod
     def class_name(cls) -> str:
         return "RerankProdPostprocessor"
 
-    @property
-    def reranker(self) -> Reranker:
-        return self._reranker
+    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
+        """The settings, for `from_dict`; secrets are left out (give them again, or use the environment)."""
+        self._refuse_serialization("serialized")
+        return super().to_dict(**kwargs)
 
     def _candidates(self, nodes: list[NodeWithScore]) -> list[Candidate]:
         candidates = []
@@ -92,12 +78,12 @@ class RerankProdPostprocessor(BaseNodePostprocessor):
         return reranked
 
     def _top_n(self, nodes: list[NodeWithScore]) -> int:
-        return self.top_n or self._reranker.top_n or len(nodes)
+        return self.top_n or self._pipeline().top_n or len(nodes)
 
     def _start(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> str:
         dispatcher.event(
             ReRankStartEvent(
-                query=query_bundle, nodes=nodes, top_n=self._top_n(nodes), model_name=self._reranker.scorer.name
+                query=query_bundle, nodes=nodes, top_n=self._top_n(nodes), model_name=self._pipeline().scorer.name
             )
         )
         if query_bundle is None:
@@ -111,7 +97,7 @@ class RerankProdPostprocessor(BaseNodePostprocessor):
         """The RERANKING callback event around one call; yields the function that finishes it."""
         payload: dict[str, Any] = {
             EventPayload.NODES: nodes,
-            EventPayload.MODEL_NAME: self._reranker.scorer.name,
+            EventPayload.MODEL_NAME: self._pipeline().scorer.name,
             EventPayload.QUERY_STR: query,
             EventPayload.TOP_K: self._top_n(nodes),
         }
@@ -128,17 +114,21 @@ class RerankProdPostprocessor(BaseNodePostprocessor):
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
+        nodes = as_list(nodes, "nodes must be a sequence of NodeWithScore")
+        candidates = self._candidates(nodes)
         query = self._start(nodes, query_bundle)
         if not nodes:
             return []
         with self._reranking(nodes, query) as finish:
-            return finish(self._reranker.rerank(query, self._candidates(nodes), top_n=self.top_n))
+            return finish(self._pipeline().rerank(query, candidates, top_n=self.top_n))
 
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
+        nodes = as_list(nodes, "nodes must be a sequence of NodeWithScore")
+        candidates = self._candidates(nodes)
         query = self._start(nodes, query_bundle)
         if not nodes:
             return []
         with self._reranking(nodes, query) as finish:
-            return finish(await self._reranker.arerank(query, self._candidates(nodes), top_n=self.top_n))
+            return finish(await self._pipeline().arerank(query, candidates, top_n=self.top_n))

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rerank_prod import __version__
 from rerank_prod.scoring import DEFAULT_CROSS_ENCODER
 
 if TYPE_CHECKING:
@@ -228,6 +229,7 @@ def _tune(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rerank-prod", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     evaluate = commands.add_parser(
@@ -371,7 +373,7 @@ def _eval(args: argparse.Namespace) -> None:
         sweep_signal=args.sweep_signal,
         sweep_top_k=args.sweep_top_k,
         sweep_config=args.sweep_config,
-        plot=args.plot,
+        plot=args.plot and _can_plot(),
         ray_actors=args.ray_actors if args.ray else None,
     )
     if args.ray:
@@ -431,6 +433,14 @@ def _batch(args: argparse.Namespace) -> None:
         f"actor(s)); {report.resumed} already done; {report.failed} refused\nwrote {args.out / 'results'}/, "
         f"{report.run_file}"
     )
+
+
+def _can_plot() -> bool:
+    """The plot is optional: without matplotlib the evaluation runs and says how to get it."""
+    if importlib.util.find_spec("matplotlib") is None:
+        print("rerank-prod eval: matplotlib is not installed, so no plot.png: pip install 'rerank-prod[plot]'")
+        return False
+    return True
 
 
 def _bench(args: argparse.Namespace) -> None:

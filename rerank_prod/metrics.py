@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from rerank_prod.cache import CacheStats
+from rerank_prod.never_reranked import NeverRerankedWatch
 from rerank_prod.types import RerankResult, SourceKind
 from rerank_prod.validation import check_int
 
@@ -45,6 +46,7 @@ class RerankMetrics:
         self._caches: dict[str, list[CacheStats]] = {}
         self._breakers: dict[str, _Snapshotting] = {}
         self._scorers: dict[str, _Snapshotting] = {}
+        self._never_reranked = NeverRerankedWatch()
 
     def track_cache(self, layer: str, stats: CacheStats) -> None:
         """Report a cache layer's counters under `snapshot()["cache"][layer]`; layers of the same
@@ -72,6 +74,7 @@ class RerankMetrics:
             if result.source.kind is SourceKind.FALLBACK:
                 self._fallback_reasons[result.source.detail] += 1
             self._latencies.append(result.latency_s)
+            self._never_reranked.observe(result)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

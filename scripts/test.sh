@@ -11,4 +11,8 @@ command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# The co-install matrix (fresh venvs, a package index, a few minutes): CI sets RERANK_PROD_COINSTALL=1.
+if [ "${RERANK_PROD_COINSTALL:-0}" = 1 ]; then
+  bash scripts/coinstall_matrix.sh
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -116,5 +116,5 @@ def test_bad_input() -> None:
     with pytest.raises(ValueError, match="query bundle"):
         post.postprocess_nodes([NodeWithScore(node=TextNode(text="x"), score=1.0)])
     assert post.postprocess_nodes([], query_str="q") == []
-    with pytest.raises(TypeError, match="Reranker"):
+    with pytest.raises(ValueError, match="instance of Reranker"):  # pydantic's ValidationError
         RerankProdPostprocessor(reranker="cross-encoder")  # type: ignore[arg-type]

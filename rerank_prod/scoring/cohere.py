@@ -7,6 +7,7 @@ ones.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -75,9 +76,11 @@ class CohereScorer(RemoteScorer):
         settings: dict[str, Any] = {
             "api_key": key.reveal if key is not None else (lambda: _NO_KEY),
             "timeout": request_timeout_s,
-            "max_retries": 0,
             "client_name": "rerank-prod",
         }
+        if "max_retries" in inspect.signature(cohere.ClientV2.__init__).parameters:
+            # cohere 7.x only; 5.x and 6.x take it per request (as `_request` does for every version).
+            settings["max_retries"] = 0
         if self.base_url is not None:
             settings["base_url"] = self.base_url
         self.max_response_bytes = check_max_response_bytes(max_response_bytes)
