@@ -141,14 +141,15 @@ class CacheStats:
             return {"hits": self.hits, "misses": self.misses, "errors": self.errors}
 
 
-DEFAULT_OPERATION_TIMEOUT_S = 0.1
+# Generous for a healthy Redis (sub-millisecond), a new TLS connection or a burst of connects on a busy host.
+DEFAULT_OPERATION_TIMEOUT_S = 0.25
 
 
 class _Layer:
     """Shared plumbing of a cache layer: encoding, versioning and failure isolation.
 
-    `timeout_s`: the longest one backend operation may delay a call (also capped by what is left
-    of the call's `deadline`); a backend that took longer is skipped until it answers again.
+    `timeout_s`: the longest one backend operation may delay a call (also capped by half of what
+    is left of the call's `deadline`); a backend that took longer is skipped until it answers again.
     """
 
     namespace = ""

@@ -1,7 +1,7 @@
 """Keeps a slow or hung cache backend out of a re-rank's way.
 
 A cache is an optimisation, so it may cost a call little time and never its answer. Every backend
-operation is bounded by the layer's `timeout_s` and by what is left of the call's budget; an
+operation is bounded by the layer's `timeout_s` and by half of what is left of the call's budget; an
 operation that times out opens the backend's circuit breaker at once, so the rest of that call and
 the calls after it skip the backend instead of waiting on it again, until a trial operation after
 the cooldown answers. A fast failure (connection refused: Redis is down, not hung) costs
@@ -28,6 +28,9 @@ _MIN_OPERATION_S = 0.002
 # Threads for blocking backends' operations: the breaker keeps hung ones from piling up.
 _WORKERS = 8
 DEFAULT_COOLDOWN_S = 2.0
+# A cache operation may use at most this share of what is left of the call's budget: the model
+# always keeps the rest, so a hung cache never turns "no cache" into "no model".
+_CACHE_SHARE = 0.5
 
 
 class CacheSkipped(Exception):
@@ -61,7 +64,7 @@ class BackendGuard:
         )
 
     def _admit(self, timeout_s: float, deadline: Deadline | None) -> float:
-        bound = timeout_s if deadline is None else min(timeout_s, deadline.remaining())
+        bound = timeout_s if deadline is None else min(timeout_s, _CACHE_SHARE * deadline.remaining())
         if bound < _MIN_OPERATION_S:
             raise CacheSkipped("no time left in the call's budget")
         try:

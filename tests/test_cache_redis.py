@@ -69,7 +69,14 @@ async def test_two_replicas_share_hits_through_redis(redis_server: RedisServer, 
 
 
 async def test_concurrent_async_calls_share_one_client(redis_server: RedisServer) -> None:
-    reranker = caching_reranker(ConstantTimeScorer(), redis_server.url)
+    backend = RedisCache(redis_server.url)
+    # 40 connections opened at once can take longer than a cache operation's default bound on a
+    # busy machine (the calls would then run without the cache); this test is about sharing.
+    reranker = Reranker(
+        ConstantTimeScorer(),
+        result_cache=ResultCache(backend, timeout_s=5.0),
+        score_cache=ScoreCache(backend, timeout_s=5.0),
+    )
     queries = [f"{QUERY} ({i % 5})" for i in range(40)]
     results = await asyncio.gather(*(reranker.arerank(query, PASSAGES) for query in queries))
     assert all(len(result) == len(PASSAGES) for result in results)
@@ -210,7 +217,8 @@ def test_tls_with_rediss_url(tmp_path: Path) -> None:
         assert reranker.result_cache.stats.errors == 0
         untrusted = caching_reranker(ConstantTimeScorer(), tls.url)  # certificates are verified by default
         assert untrusted.rerank(QUERY, PASSAGES).source.kind is SourceKind.MODEL
-        assert untrusted.result_cache.stats.errors == 2
+        # The read fails; the write fails too, or is skipped when a slow handshake made the read time out.
+        assert untrusted.result_cache.stats.errors in (1, 2)
     finally:
         tls.stop()
 

@@ -194,4 +194,10 @@ async def test_a_hung_redis_is_bounded_then_skipped_then_used_again(redis_server
         await rerank(reranker, mode, QUERY, PASSAGES)
         time.sleep(0.05)
     assert breaker.state == "closed"
-    assert (await rerank(reranker, mode, QUERY, PASSAGES)).source.kind is SourceKind.CACHE
+    served = []
+    for _ in range(20):  # the first reads after SIGCONT may still meet connections the pause broke
+        served.append((await rerank(reranker, mode, QUERY, PASSAGES)).source.kind)
+        if served[-1] is SourceKind.CACHE:
+            break
+        time.sleep(0.05)
+    assert served[-1] is SourceKind.CACHE, served

@@ -135,6 +135,13 @@ class _Watch:
 
 
 @functools.cache
+def _shared_ssl_context(module: ModuleType) -> Any:
+    """One verifying TLS context per HTTP library: building one (loading the CA bundle) takes
+    ~60-160 ms, which would otherwise be spent inside the first call on every new event loop."""
+    return module.create_ssl_context()
+
+
+@functools.cache
 def bounded_transports(module: ModuleType) -> tuple[type[Any], type[Any]]:
     """(sync, async) transport classes for `module`, httpx or its fork httpx2 (same API)."""
 
@@ -166,7 +173,7 @@ def bounded_transports(module: ModuleType) -> tuple[type[Any], type[Any]]:
 
         def __init__(self, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, **options: Any) -> None:
             self.max_response_bytes = check_max_response_bytes(max_response_bytes)
-            self._inner = module.HTTPTransport(**options)
+            self._inner = module.HTTPTransport(**{"verify": _shared_ssl_context(module), **options})
 
         def handle_request(self, request: Any) -> Any:
             watch = _Watch(module, self.max_response_bytes, _expires_at(request))
@@ -212,7 +219,7 @@ def bounded_transports(module: ModuleType) -> tuple[type[Any], type[Any]]:
 
         def __init__(self, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, **options: Any) -> None:
             self.max_response_bytes = check_max_response_bytes(max_response_bytes)
-            self._inner = module.AsyncHTTPTransport(**options)
+            self._inner = module.AsyncHTTPTransport(**{"verify": _shared_ssl_context(module), **options})
 
         async def handle_async_request(self, request: Any) -> Any:
             watch = _Watch(module, self.max_response_bytes, _expires_at(request))
