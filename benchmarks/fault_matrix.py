@@ -218,7 +218,9 @@ def _measure(row: Row, reranker: Reranker, calls: int, log: io.StringIO, queries
     row.leaked |= KEY in log.getvalue()[start_of_case:]
 
 
-def http_case(backend: Backend, fault_name: str, fault: Fault, mode: str, calls: int, budget: float, log) -> Row:
+def http_case(
+    backend: Backend, fault_name: str, fault: Fault, mode: str, calls: int, budget: float, log: io.StringIO
+) -> Row:
     row = Row(backend.name, fault_name, mode)
     with running(backend.flavor, api_key=KEY) as server:
         breaker = CircuitBreaker(failure_threshold=3, cooldown_s=0.5)
@@ -238,7 +240,7 @@ def _stop_server_threads(server: StandInServer) -> None:
     server.closing.set()  # slow faults still being served end now
 
 
-def redis_case(fault: str, mode: str, calls: int, budget: float, log, workdir: Path) -> Row:
+def redis_case(fault: str, mode: str, calls: int, budget: float, log: io.StringIO, workdir: Path) -> Row:
     row = Row("Redis", fault, mode)
     extra = ("--maxmemory", "1mb", "--maxmemory-policy", "noeviction") if fault == "full" else ()
     server = RedisServer(workdir, *extra).start()
@@ -280,21 +282,24 @@ def redis_case(fault: str, mode: str, calls: int, budget: float, log, workdir: P
 # --- running the matrix -----------------------------------------------------------------------------
 
 
-def _cases(smoke: bool) -> list[tuple[str, Any]]:
+HttpCase = tuple["Backend", str, Fault, str]
+RedisCase = tuple[str, str]
+
+
+def _cases(smoke: bool) -> tuple[list[HttpCase], list[RedisCase]]:
     modes = ["sync", "async"]
     if smoke:
         tei = BACKENDS[0]
-        return [
-            *[("http", (tei, name, HTTP_FAULTS[name], mode)) for name in ("drip-feed", "huge body") for mode in modes],
-            *[("redis", ("hung", mode)) for mode in modes],
-        ]
-    cases: list[tuple[str, Any]] = []
+        return (
+            [(tei, name, HTTP_FAULTS[name], mode) for name in ("drip-feed", "huge body") for mode in modes],
+            [("hung", mode) for mode in modes],
+        )
+    http_cases: list[HttpCase] = []
     for backend in BACKENDS:
         for name, fault in {**HTTP_FAULTS, **backend.garbage}.items():
-            cases += [("http", (backend, name, fault, mode)) for mode in modes]
-    for fault in ("dead", "hung", "full", "corrupt"):
-        cases += [("redis", (fault, mode)) for mode in modes]
-    return cases
+            http_cases += [(backend, name, fault, mode) for mode in modes]
+    redis_cases = [(redis_fault, mode) for redis_fault in ("dead", "hung", "full", "corrupt") for mode in modes]
+    return http_cases, redis_cases
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -312,11 +317,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     root.setLevel(logging.INFO)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        for kind, case in _cases(args.smoke):
-            if kind == "http":
-                rows.append(http_case(*case, calls, args.budget, log))
-            else:
-                rows.append(redis_case(*case, calls, args.budget, log, Path(workdir)))
+        http_cases, redis_cases = _cases(args.smoke)
+        for backend, fault_name, fault, mode in http_cases:
+            rows.append(http_case(backend, fault_name, fault, mode, calls, args.budget, log))
+        for redis_fault, mode in redis_cases:
+            rows.append(redis_case(redis_fault, mode, calls, args.budget, log, Path(workdir)))
     root.removeHandler(handler)
     _print(rows, args.budget)
 
