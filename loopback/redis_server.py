@@ -19,10 +19,10 @@ def require_redis_server() -> str:
     return REDIS_SERVER
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        return int(probe.getsockname()[1])
 
 
 class RedisServer:
@@ -32,7 +32,7 @@ class RedisServer:
     def __init__(self, workdir: Path, *extra_args: str, tls: bool = False) -> None:
         self.binary = require_redis_server()
         self.workdir = workdir
-        self.port = _free_port()
+        self.port = free_port()
         self.ca_file = workdir / "cert.pem"
         self.extra_args = (*self._tls_args(), *extra_args) if tls else extra_args
         self.process: subprocess.Popen[bytes] | None = None

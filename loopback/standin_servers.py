@@ -3,7 +3,11 @@ Infinity/vLLM and OpenAI (chat completions, embeddings), error responses include
 
 They "understand" text by word overlap, so orders are predictable. Tests queue faults for the next
 requests to a path: slow answers, error statuses (429 with Retry-After, 500, 503), dropped
-connections, raw (malformed) bodies, or, for chat completions, a given answer text.
+connections, raw (malformed) bodies, or, for chat completions, a given answer text; and the faults
+that defeat per-read timeouts or leak secrets: an answer that never comes (`hang`), a body
+drip-fed a byte at a time (`drip`), a huge body (`huge`), a connection reset halfway through the
+body (`reset_mid_body`), a 401 echoing the Authorization header (`echo_credentials`). Every slow
+fault ends when the server closes.
 """
 
 from __future__ import annotations
@@ -66,6 +70,11 @@ class Fault:
     drop: bool = False
     raw_body: bytes | None = None
     content: str | None = None
+    hang: bool = False
+    drip_s: float = 0.0
+    huge_bytes: int = 0
+    reset_mid_body: bool = False
+    echo_credentials: bool = False
 
 
 def status(code: int, retry_after: float | str | None = None) -> Fault:
@@ -78,6 +87,26 @@ def slow(seconds: float) -> Fault:
 
 def drop() -> Fault:
     return Fault(drop=True)
+
+
+def hang() -> Fault:
+    return Fault(hang=True)
+
+
+def drip(seconds_per_byte: float = 0.1) -> Fault:
+    return Fault(drip_s=seconds_per_byte)
+
+
+def huge(size_bytes: int = 50 * 2**20) -> Fault:
+    return Fault(huge_bytes=size_bytes)
+
+
+def reset_mid_body() -> Fault:
+    return Fault(reset_mid_body=True)
+
+
+def echo_credentials() -> Fault:
+    return Fault(echo_credentials=True)
 
 
 def raw(body: bytes) -> Fault:
@@ -179,7 +208,8 @@ def infinity_rerank(body: dict[str, Any], server: StandInServer) -> Any:
 def _judge(prompt: dict[str, Any]) -> str:
     """What a perfectly obedient LLM answers to rerank-prod's prompts: judgement by word overlap."""
     if "passage" in prompt:
-        return json.dumps({"relevance": round(10 * overlap(prompt["query"], prompt["passage"]), 3)})
+        share = overlap(prompt["query"], prompt["passage"])
+        return json.dumps({"relevance": round(10 * share, 3), "reason": f"{share:.0%} of the query's words"})
     ranked = sorted(prompt["passages"], key=lambda passage: -overlap(prompt["query"], passage["text"]))
     return json.dumps({"ranking": [passage["id"] for passage in ranked]})
 
@@ -188,6 +218,9 @@ def openai_chat_completions(body: dict[str, Any], server: StandInServer, content
     messages = body.get("messages")
     if not isinstance(messages, list) or not isinstance(body.get("model"), str):
         raise Answer(400, "model and messages are required")
+    response_format = body.get("response_format")
+    if response_format is not None and response_format.get("type") not in server.response_formats:
+        raise Answer(400, f"response_format type {response_format.get('type')!r} is not supported by this server")
     if content is None:
         content = _judge(json.loads(messages[-1]["content"]))
     return {
@@ -243,9 +276,12 @@ class StandInServer:
     flavor: str
     api_key: str | None = None
     max_client_batch_size: int = 32
+    response_formats: tuple[str, ...] = ("json_schema", "json_object")
+    """`response_format` types chat completions accept (others get a 400, as from servers without them)."""
     requests: list[Recorded] = field(default_factory=list)
     _faults: dict[str, deque[Fault]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    closing: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -256,6 +292,11 @@ class StandInServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def clear_faults(self) -> None:
+        """The server heals: queued faults are dropped."""
+        with self._lock:
+            self._faults.clear()
 
     def fail_next(self, path: str, *faults: Fault) -> None:
         """The next requests to `path` meet these faults, one each, in order."""
@@ -272,6 +313,7 @@ class StandInServer:
             return queue.popleft() if queue else None
 
     def close(self) -> None:
+        self.closing.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -288,6 +330,7 @@ def running(flavor: str, **settings: Any) -> Iterator[StandInServer]:
 def _handler_for(server: StandInServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse is observable
+        _delivery: Fault | None = None  # the fault shaping how the current answer is sent
         timeout = 5
 
         def log_message(self, format: str, *args: Any) -> None:
@@ -304,12 +347,21 @@ def _handler_for(server: StandInServer) -> type[BaseHTTPRequestHandler]:
             with server._lock:
                 server.requests.append(Recorded(path, dict(self.headers.items()), body, self.client_address[1]))
             fault = server._next_fault(path)
+            self._delivery = fault
             with contextlib.suppress(OSError):  # the client gave up (timeout) while we were being slow
                 self._answer(path, body, fault)
 
         def _answer(self, path: str, body: Any, fault: Fault | None) -> None:
             if fault is not None and fault.delay_s:
                 time.sleep(fault.delay_s)
+            if fault is not None and fault.hang:
+                server.closing.wait(60)
+                return
+            if fault is not None and fault.echo_credentials:
+                echoed = f"invalid credentials: {self.headers.get('Authorization')!r}"
+                return self._json(401, _error_body(server.flavor, 401, echoed))
+            if fault is not None and fault.huge_bytes:
+                return self._send_huge(fault.huge_bytes)
             if fault is not None and fault.drop:
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -342,6 +394,35 @@ def _handler_for(server: StandInServer) -> type[BaseHTTPRequestHandler]:
             for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(payload)
+            fault = self._delivery
+            if fault is not None and fault.drip_s:
+                for position in range(len(payload)):  # bounded by the body and by the server closing
+                    self.wfile.write(payload[position : position + 1])
+                    self.wfile.flush()
+                    if server.closing.wait(fault.drip_s):
+                        return
+            elif fault is not None and fault.reset_mid_body:
+                self.wfile.write(payload[: len(payload) // 2])
+                self.wfile.flush()
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
+                self.connection.close()
+            else:
+                self.wfile.write(payload)
+
+        def _send_huge(self, size: int) -> None:
+            """A valid JSON object of `size` bytes, written in 1 MiB pieces."""
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            opening, closing = b'{"pad":"', b'"}'
+            self.wfile.write(opening)
+            left = size - len(opening) - len(closing)
+            while left > 0 and not server.closing.is_set():
+                piece = min(left, 2**20)
+                self.wfile.write(b"x" * piece)
+                left -= piece
+            self.wfile.write(closing)
 
     return Handler

@@ -3,11 +3,13 @@
 The names below are the public API: what users construct, implement, read and catch. Everything
 else (modules' other names, e.g. `rerank_prod.resilience.BudgetExhausted` or
 `rerank_prod.semantic_cache.VectorIndex`) is internal and may change between releases;
-`rerank_prod.effects` and `rerank_prod.validation` are internal as a whole.
+`rerank_prod.effects` and `rerank_prod.validation` are internal as a whole. The observability
+subpackage has its own public names (`rerank_prod.observability.__all__`).
 """
 
 from rerank_prod.cache import CacheBackend, InMemoryCache, ResultCache, ScoreCache
 from rerank_prod.cache_redis import RedisCache
+from rerank_prod.config_file import load_reranker, reranker_settings
 from rerank_prod.deadline import Deadline
 from rerank_prod.errors import ScorerError, ScoringTimeout
 from rerank_prod.fusion import Fusion, ReciprocalRankFusion, WeightedFusion
@@ -28,6 +30,8 @@ from rerank_prod.scoring import (
     SentenceTransformerEmbeddingScorer,
     TEIScorer,
 )
+from rerank_prod.scoring.chunked import ChunkedScorer
+from rerank_prod.scoring.details import capture_score_details
 from rerank_prod.semantic_cache import SemanticCache
 from rerank_prod.types import (
     RESULT_METADATA_KEYS,
@@ -46,6 +50,7 @@ __all__ = [
     "BM25Scorer",
     "CacheBackend",
     "Candidate",
+    "ChunkedScorer",
     "CircuitBreaker",
     "CircuitOpenError",
     "CohereScorer",
@@ -79,4 +84,7 @@ __all__ = [
     "SourceKind",
     "TEIScorer",
     "WeightedFusion",
+    "capture_score_details",
+    "load_reranker",
+    "reranker_settings",
 ]

@@ -1,7 +1,10 @@
 """`rerank-prod`: measure a re-ranker on your data before you ship it.
 
     rerank-prod eval  DATASET_DIR --model PATH [--reranker SPEC ...] [--config FILE] [--gate-sweep 0:0.5:0.05]
+    rerank-prod tune  DATASET_DIR --model PATH --split train [--sample 80] [--report-split test]
     rerank-prod bench DATASET_DIR --model PATH [--sizes 20,100]
+    rerank-prod report EVENTS.jsonl --out DIR [--bucket SECONDS]
+    rerank-prod batch DATASET_DIR|REQUESTS.jsonl|.parquet --model PATH --out DIR [--actors 4]
 
 Heavy libraries (torch, bm25s, pytrec_eval, matplotlib, frameworks) load only when a command runs.
 """
@@ -14,12 +17,25 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rerank_prod.evaluation.runner import SWEEP_SIGNALS
 from rerank_prod.gate import GATE_SCALES
 from rerank_prod.scoring import DEFAULT_CROSS_ENCODER
 
-BENCH_SYSTEMS = ("core", "langchain", "llamaindex", "langchain-crossencoder", "llamaindex-sentence-transformer")
+if TYPE_CHECKING:
+    from rerank_prod.evaluation.bench import CandidateSet
+    from rerank_prod.evaluation.dataset import Qrels
+
+BENCH_SYSTEMS = (
+    "core",
+    "core-fp32",
+    "core-bf16",
+    "langchain",
+    "llamaindex",
+    "langchain-crossencoder",
+    "llamaindex-sentence-transformer",
+)
 """`rerank-prod bench --systems` names (see `rerank_prod.evaluation.bench.SYSTEMS`), kept here so
 building the parser imports no framework."""
 
@@ -31,6 +47,16 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
     return values
 
 
@@ -54,10 +80,11 @@ def _thresholds(text: str) -> list[float]:
     return [round(start + i * step, 10) for i in range(count) if start + i * step <= stop + 1e-9]
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "dataset", type=Path, help="BEIR-layout directory: corpus.jsonl, queries.jsonl, qrels/<split>.tsv"
-    )
+_BEIR_HELP = "BEIR-layout directory: corpus.jsonl, queries.jsonl, qrels/<split>.tsv"
+
+
+def _add_common(parser: argparse.ArgumentParser, dataset_help: str = _BEIR_HELP) -> None:
+    parser.add_argument("dataset", type=Path, help=dataset_help)
     parser.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
     parser.add_argument(
         "--run",
@@ -76,35 +103,28 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rerank-prod", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    evaluate = commands.add_parser(
-        "eval",
-        help="ranking quality and latency of re-ranker configurations",
-        description="Re-rank a first stage's top-K with each configuration and "
-        "report NDCG/MRR/Recall, latency and a verdict per configuration.",
-    )
-    _add_common(evaluate)
-    evaluate.add_argument(
+def _add_scorer_options(parser: argparse.ArgumentParser) -> None:
+    """The default scorer's flags, shared by `eval`, `batch` and `tune`."""
+    parser.add_argument(
         "--activation",
         default="identity",
         choices=("identity", "sigmoid", "default"),
         help="score the default scorer returns: raw logits (default; what per-query min-max "
         "fusion should see), sigmoid probabilities, or the model's own",
     )
-    evaluate.add_argument("--batch-size", type=_positive_int, default=32)
-    evaluate.add_argument("--max-length", type=_positive_int, default=None, help="token cap (default: the model's)")
-    evaluate.add_argument("--top-k", type=_positive_int, default=100, help="candidates per query (default 100)")
-    evaluate.add_argument(
-        "--k",
-        type=_ints,
-        default=[5, 10],
-        dest="ks",
-        help="metric cutoffs, comma-separated (default 5,10; 5 and 10 are always added)",
+    parser.add_argument("--batch-size", type=_positive_int, default=32, help="model batch size (default 32)")
+    parser.add_argument("--max-length", type=_positive_int, default=None, help="token cap (default: the model's)")
+    parser.add_argument(
+        "--chunk",
+        choices=("max", "first", "mean"),
+        help="score long passages as overlapping windows of the model's length, aggregated by max/first/mean",
     )
-    evaluate.add_argument(
+
+
+def _add_configurations(parser: argparse.ArgumentParser) -> None:
+    """The re-ranker configuration flags, shared by `eval` and `batch`."""
+    _add_scorer_options(parser)
+    parser.add_argument(
         "--reranker",
         "-r",
         action="append",
@@ -117,14 +137,116 @@ def build_parser() -> argparse.ArgumentParser:
         "cross-encoder, embedding, openai-embedding, cohere, tei, rerank-server, llm-pointwise, llm-listwise; "
         "cache backends: memory, redis",
     )
-    evaluate.add_argument("--config", type=Path, help="JSON or TOML file listing configurations")
-    evaluate.add_argument(
+    parser.add_argument("--config", type=Path, help="JSON or TOML file listing configurations")
+    parser.add_argument(
         "--plugin",
         action="append",
         default=[],
         metavar="MODULE",
         help="import this module first, repeatable: it can register_scorer()/register_cache_backend() "
         "so configurations can name your own backends",
+    )
+
+
+def _add_batch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    batch = commands.add_parser(
+        "batch",
+        help="offline re-ranking of a large request set, on Ray or in this process; resumable",
+        description="Re-rank every query's candidates with one configuration and write result parts "
+        "(Parquet or JSONL) and a TREC run file under --out. Run it again on the same --out to resume: "
+        "queries already written are skipped.",
+    )
+    _add_common(
+        batch,
+        "a BEIR-layout directory (its judged queries, candidates from the first stage) or a .jsonl/.parquet "
+        "file of requests {query_id, query, candidates: [{id, text, retrieval_score}]}",
+    )
+    _add_configurations(batch)
+    batch.add_argument("--top-k", type=_positive_int, default=100, help="first-stage candidates per query (BEIR)")
+    batch.add_argument("--max-queries", type=_positive_int, help="only the first N judged queries (BEIR)")
+    batch.add_argument("--engine", choices=("ray", "local"), default="ray", help="Ray Data (default) or this process")
+    batch.add_argument("--actors", type=_positive_int, default=2, help="Ray actors, one model each (default 2)")
+    batch.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs (torch threads) per actor (default 1)")
+    batch.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per actor (default 0)")
+    batch.add_argument("--queries-per-batch", type=_positive_int, default=8, help="requests per batch (default 8)")
+    batch.add_argument("--format", choices=("parquet", "jsonl"), default="parquet", dest="output_format")
+    batch.add_argument("--ray-address", help="Ray cluster to join (default: start a local one)")
+
+
+def _add_tune(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tune = commands.add_parser(
+        "tune",
+        help="pick fusion, RRF k and gate thresholds on a tuning split (cross-validated); write a config file",
+        description="Score a tuning split's first-stage top-K once, replay every fusion (weights, "
+        "normalizations, RRF k) and gate threshold of a grid over those scores, choose by k-fold "
+        "cross-validation over queries, and write OUT/tuned.json: load it with "
+        "rerank_prod.load_reranker() or pass it to 'rerank-prod eval --config'.",
+    )
+    _add_common(tune)
+    _add_scorer_options(tune)
+    tune.set_defaults(split="train")
+    tune.add_argument("--top-k", type=_positive_int, default=100, help="candidates per query (default 100)")
+    tune.add_argument(
+        "--sample", type=_positive_int, help="tune on N queries drawn from the split (a validation carve)"
+    )
+    tune.add_argument("--seed", type=int, default=42, help="seed for --sample and the folds (default 42)")
+    tune.add_argument("--max-queries", type=_positive_int, help="tune on the first N judged queries")
+    tune.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds (default 5)")
+    tune.add_argument(
+        "--max-ndcg-loss",
+        type=float,
+        default=0.0,
+        help="take the cheapest configuration within this NDCG@10 of the best (default 0: the best)",
+    )
+    tune.add_argument("--report-split", help="also compare default and tuned on this held-out split (e.g. test)")
+    tune.add_argument("--report-max-queries", type=_positive_int, help="only the first N queries of --report-split")
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from rerank_prod.evaluation.report import tune_markdown
+    from rerank_prod.evaluation.tune import TuneOptions, run_tune
+
+    options = TuneOptions(
+        dataset=args.dataset,
+        scorer=default_scorer(args),
+        out=args.out,
+        split=args.split,
+        sample=args.sample,
+        seed=args.seed,
+        max_queries=args.max_queries,
+        top_k=args.top_k,
+        folds=args.folds,
+        max_ndcg_loss=args.max_ndcg_loss,
+        run_file=args.run_file,
+        bm25_k1=args.bm25_k1,
+        bm25_b=args.bm25_b,
+        report_split=args.report_split,
+        report_max_queries=args.report_max_queries,
+        progress=args.progress,
+    )
+    print(tune_markdown(run_tune(options), markdown=False))
+    print(f"wrote {args.out / 'tuned.json'}, {args.out / 'tune.md'}, {args.out / 'tune.json'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rerank-prod", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="ranking quality and latency of re-ranker configurations",
+        description="Re-rank a first stage's top-K with each configuration and "
+        "report NDCG/MRR/Recall, latency and a verdict per configuration.",
+    )
+    _add_common(evaluate)
+    _add_configurations(evaluate)
+    evaluate.add_argument("--top-k", type=_positive_int, default=100, help="candidates per query (default 100)")
+    evaluate.add_argument(
+        "--k",
+        type=_ints,
+        default=[5, 10],
+        dest="ks",
+        help="metric cutoffs, comma-separated (default 5,10; 5 and 10 are always added)",
     )
     evaluate.add_argument("--max-queries", type=_positive_int, help="evaluate only the first N judged queries")
     evaluate.add_argument(
@@ -146,6 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--sweep-top-k", type=_positive_int, default=5, help="top_k for the top_k_std signal")
     evaluate.add_argument("--sweep-config", help="ungated configuration to sweep (default: the first ungated)")
     evaluate.add_argument("--no-plot", dest="plot", action="store_false")
+    evaluate.add_argument(
+        "--ray",
+        action="store_true",
+        help="re-rank on a Ray actor pool: live scoring, no replay (pip install 'rerank-prod[ray]')",
+    )
+    evaluate.add_argument("--ray-actors", type=_positive_int, default=2, help="actors with --ray (default 2)")
+    evaluate.add_argument("--ray-address", help="Ray cluster to join with --ray (default: start a local one)")
+
+    _add_batch(commands)
+
+    _add_tune(commands)
 
     bench = commands.add_parser(
         "bench",
@@ -169,12 +302,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--concurrency-size", type=_positive_int, help="candidates per call under concurrency (default: smallest)"
     )
+    budget = bench.add_argument_group("budget under load (--load) and anytime ranking (--anytime)")
+    budget.add_argument("--load", choices=("threads", "async"), help="run the load mode instead of the latency bench")
+    budget.add_argument("--callers", type=_positive_int, default=16, help="concurrent callers under --load")
+    budget.add_argument("--seconds", type=float, default=10.0, help="length of the --load run (default 10)")
+    budget.add_argument("--budget", type=float, default=0.3, help="timeout_s of every call under --load")
+    budget.add_argument("--words", type=int, default=25, help="passages cut to this many words (0: full)")
+    budget.add_argument("--anytime", type=_floats, help="budgets (s) for anytime NDCG@10, e.g. 1,0.5,0.3,0.1")
+    budget.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     bench.add_argument(
         "--no-memory",
         dest="memory",
         action="store_false",
         help="skip the per-system memory probes (each loads the model in a fresh process)",
     )
+    report = commands.add_parser(
+        "report",
+        help="markdown report (latency over time, gain distribution, alerts) from a RerankMonitor event log",
+        description="Turn the JSON-lines event log a RerankMonitor(log_path=...) wrote into DIR/report.md, "
+        "with DIR/latency.png and DIR/gain.png when matplotlib is installed.",
+    )
+    report.add_argument("events", type=Path, help="the monitor's JSON-lines event log")
+    report.add_argument("--out", type=Path, required=True, help="directory for report.md and the plots")
+    report.add_argument("--bucket", type=float, help="seconds per latency-over-time bucket (default: ~24 buckets)")
+    report.add_argument("--no-plot", dest="plot", action="store_false")
     return parser
 
 
@@ -187,6 +338,8 @@ def default_scorer(args: argparse.Namespace) -> dict[str, object]:
     }
     if args.max_length is not None:
         scorer["max_length"] = args.max_length
+    if args.chunk is not None:
+        scorer["chunk"] = args.chunk
     return scorer
 
 
@@ -225,12 +378,64 @@ def _eval(args: argparse.Namespace) -> None:
         sweep_scale=args.sweep_scale,
         sweep_config=args.sweep_config,
         plot=args.plot,
+        ray_actors=args.ray_actors if args.ray else None,
     )
+    if args.ray:
+        _connect_ray(args.ray_address)
     report = run_eval(options)
     print(eval_terminal(report))
     print(
         f"\nwrote {args.out / 'report.md'}, {args.out / 'results.json'}, {args.out / 'runs'}/"
         + (f", {args.out / 'plot.png'}" if args.plot else "")
+    )
+
+
+def _connect_ray(address: str | None) -> None:
+    from rerank_prod.batch.engines import connect_ray
+
+    connect_ray(address)
+
+
+def _batch(args: argparse.Namespace) -> None:
+    from rerank_prod.batch import beir_requests, read_requests, run_batch
+    from rerank_prod.evaluation.configs import resolve_specs
+    from rerank_prod.evaluation.dataset import EvalInputError
+
+    _import_plugins(args.plugin)
+    specs = resolve_specs(args.reranker, args.config, default_scorer(args), defaults=[{"name": "model"}])
+    if len(specs) != 1:
+        raise EvalInputError(f"batch runs one configuration, got {len(specs)}: {[spec['name'] for spec in specs]}")
+    if args.dataset.is_dir():
+        source, requests = beir_requests(
+            args.dataset,
+            split=args.split,
+            top_k=args.top_k,
+            run_file=args.run_file,
+            max_queries=args.max_queries,
+            bm25_k1=args.bm25_k1,
+            bm25_b=args.bm25_b,
+        )
+    else:
+        source, requests = f"requests {args.dataset.name}", read_requests(args.dataset)
+    if args.engine == "ray":
+        _connect_ray(args.ray_address)
+    report = run_batch(
+        requests,
+        specs[0],
+        args.out,
+        engine=args.engine,
+        actors=args.actors,
+        cpus_per_actor=args.cpus_per_actor,
+        gpus_per_actor=args.gpus_per_actor,
+        batch_size=args.queries_per_batch,
+        output_format=args.output_format,
+        progress=args.progress,
+    )
+    print(
+        f"{specs[0]['name']!r} over {source}: {report.queries} queries re-ranked ({report.pairs} pairs, "
+        f"{report.pairs_per_s:.1f} pairs/s, {report.wall_s:.1f} s, engine {report.engine}, {report.actors} "
+        f"actor(s)); {report.resumed} already done; {report.failed} refused\nwrote {args.out / 'results'}/, "
+        f"{report.run_file}"
     )
 
 
@@ -249,6 +454,8 @@ def _bench(args: argparse.Namespace) -> None:
     if not full:
         raise EvalInputError(f"no query has {depth} first-stage candidates; lower --sizes")
     chosen = full[: args.queries]
+    if args.load or args.anytime:
+        return _bench_budget(args, chosen, dataset.qrels)
     options = BenchOptions(
         model=args.model,
         sets={size: [(qid, query, candidates[:size]) for qid, query, candidates in chosen] for size in args.sizes},
@@ -281,13 +488,45 @@ def _bench(args: argparse.Namespace) -> None:
     print(f"wrote {args.out / 'bench.md'}, {args.out / 'bench.json'}")
 
 
+def _bench_budget(args: argparse.Namespace, chosen: list[CandidateSet], qrels: Qrels) -> None:
+    from rerank_prod.evaluation.load import LoadOptions, anytime_text, load_text, run_anytime, run_load
+
+    progress = (lambda m: print(f"... {m}", file=sys.stderr)) if args.progress else lambda _: None
+    sets = [(qid, query, candidates[: max(args.sizes)]) for qid, query, candidates in chosen]
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.load:
+        options = LoadOptions(
+            args.model, sets, args.load, args.callers, args.seconds, args.budget, args.words or None, args.precision
+        )
+        report = run_load(options, progress)
+        (args.out / "load.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        print(load_text(report))
+    if args.anytime:
+        anytime = run_anytime(args.model, sets, qrels, [None, *args.anytime], args.precision, progress)
+        (args.out / "anytime.json").write_text(json.dumps(anytime, indent=2), encoding="utf-8")
+        print(anytime_text(anytime))
+
+
+def _report(args: argparse.Namespace) -> None:
+    from rerank_prod.observability.report import build_report, read_events
+
+    markdown = build_report(
+        read_events(args.events), args.out, source=str(args.events), bucket_s=args.bucket, plot=args.plot
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+    print(f"wrote {args.out / 'report.md'}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rerank_prod.evaluation.dataset import EvalInputError
+    from rerank_prod.observability.report import ReportInputError
 
     try:
-        {"eval": _eval, "bench": _bench}[args.command](args)
-    except EvalInputError as exc:
+        {"eval": _eval, "tune": _tune, "bench": _bench, "report": _report, "batch": _batch}[args.command](args)
+    except (EvalInputError, ReportInputError) as exc:
         print(f"rerank-prod {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -13,6 +13,7 @@ exception raised by the plan's own code is a bug in the pipeline and propagates 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -59,19 +60,25 @@ class EffectFailed(Exception):
 Plan = Generator[Effect[Any], Any, T]
 """A generator yielding effects and returning a `T`; drive it with `run` or `arun`."""
 
+StageTimer = Callable[[str], AbstractContextManager[object]]
+"""Wraps each effect, given its stage name: how observers time and trace the I/O."""
+
+_UNTIMED: AbstractContextManager[object] = nullcontext()
+
 
 def ask(request: Effect[T]) -> Generator[Effect[T], T, T]:
     """`answer = yield from ask(effect)`: performs `effect` and gives its answer its declared type."""
     return (yield request)
 
 
-def run(plan: Plan[T]) -> T:
-    """Drive `plan` to completion, performing each effect with a plain call."""
+def run(plan: Plan[T], timer: StageTimer | None = None) -> T:
+    """Drive `plan` to completion, performing each effect with a plain call (inside `timer(stage)`)."""
     try:
         request = next(plan)
         while True:
             try:
-                answer = request.sync()
+                with _UNTIMED if timer is None else timer(request.stage):
+                    answer = request.sync()
             except Exception as failure:
                 request = plan.throw(EffectFailed(request.stage, failure))
             else:
@@ -81,13 +88,14 @@ def run(plan: Plan[T]) -> T:
         return result
 
 
-async def arun(plan: Plan[T]) -> T:
-    """Drive `plan` to completion, awaiting each effect natively."""
+async def arun(plan: Plan[T], timer: StageTimer | None = None) -> T:
+    """Drive `plan` to completion, awaiting each effect natively (inside `timer(stage)`)."""
     try:
         request = next(plan)
         while True:
             try:
-                answer = await request.asynchronous()
+                with _UNTIMED if timer is None else timer(request.stage):
+                    answer = await request.asynchronous()
             except Exception as failure:
                 request = plan.throw(EffectFailed(request.stage, failure))
             else:

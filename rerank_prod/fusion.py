@@ -15,25 +15,46 @@ import numpy as np
 from rerank_prod.types import Candidate
 from rerank_prod.validation import check_int, check_number
 
+# Beyond this magnitude a variance (squares) could overflow.
+_SQUARE_SAFE = 1e150
 Normalization = Literal["minmax", "zscore", "sigmoid", "none"]
 NORMALIZATIONS: tuple[str, ...] = ("minmax", "zscore", "sigmoid", "none")
 
 
 def normalize(scores: Sequence[float] | np.ndarray, method: Normalization) -> np.ndarray:
-    """Per-query normalization. All-equal scores carry no ordering information: min-max maps
-    them to 0.5 and z-score to 0, instead of dividing by zero."""
+    """Per-query normalization; finite scores give finite results over the whole float range
+    (+/-1e308 included: ranges and moments are taken on halved or rescaled values, which cannot
+    overflow). All-equal scores carry no ordering information: min-max maps them to 0.5 and
+    z-score to 0, instead of dividing by zero."""
     values = np.asarray(scores, dtype=np.float64)
     if method == "none" or values.size == 0:
         return values
     if method == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-values))
+        with np.errstate(over="ignore"):  # exp(1e308) is inf, and 1 / (1 + inf) the right 0.0
+            return 1.0 / (1.0 + np.exp(-values))
     if method == "minmax":
         low, high = values.min(), values.max()
-        return np.full_like(values, 0.5) if high == low else (values - low) / (high - low)
+        if high == low:
+            return np.full_like(values, 0.5)
+        halved: np.ndarray = (values / 2.0 - low / 2.0) / (high / 2.0 - low / 2.0)  # halving is exact
+        return halved
     if method == "zscore":
-        std = values.std()
-        return np.zeros_like(values) if std == 0 else (values - values.mean()) / std
+        scale = np.abs(values).max()
+        scaled = values / scale if scale > _SQUARE_SAFE else values  # z-scores do not change with the scale
+        std = scaled.std()
+        return np.zeros_like(values) if std == 0 else (scaled - scaled.mean()) / std
     raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {method!r}")
+
+
+_LARGEST = np.finfo(np.float64).max
+
+
+def _weighted_mean(signals: Sequence[tuple[float, np.ndarray]]) -> list[float]:
+    """Sum of weight/total * signal: a convex combination of finite values, so finite (the clip
+    only absorbs rounding at the very edge of the float range)."""
+    total_weight = sum(weight for weight, _ in signals)
+    fused = sum((weight / total_weight) * signal for weight, signal in signals)
+    return cast(list[float], np.clip(fused, -_LARGEST, _LARGEST).tolist())
 
 
 def import_bm25() -> tuple[Any, Any]:
@@ -127,8 +148,7 @@ class WeightedFusion:
         )
 
     def fuse(self, query: str, candidates: Sequence[Candidate], rerank_scores: Sequence[float]) -> list[float]:
-        total = self.rerank_weight * normalize(rerank_scores, self.rerank_normalization)
-        weight_sum = self.rerank_weight
+        signals = [(self.rerank_weight, normalize(rerank_scores, self.rerank_normalization))]
         retrieval = _retrieval_scores(candidates)
         if self.retrieval_weight and retrieval is not None:
             present = ~np.isnan(retrieval)
@@ -136,13 +156,11 @@ class WeightedFusion:
             normalized[present] = normalize(retrieval[present], self.retrieval_normalization)
             if not present.all():
                 normalized[~present] = normalized[present].min()
-            total += self.retrieval_weight * normalized
-            weight_sum += self.retrieval_weight
+            signals.append((self.retrieval_weight, normalized))
         if self.bm25_weight:
             bm25 = bm25_scores(query, [c.text for c in candidates])
-            total += self.bm25_weight * normalize(bm25, self.bm25_normalization)
-            weight_sum += self.bm25_weight
-        return cast(list[float], (total / weight_sum).tolist())
+            signals.append((self.bm25_weight, normalize(bm25, self.bm25_normalization)))
+        return _weighted_mean(signals)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ class RerankMetrics:
         self._latencies: deque[float] = deque(maxlen=latency_window)
         self._caches: dict[str, list[CacheStats]] = {}
         self._breakers: dict[str, _Snapshotting] = {}
+        self._scorers: dict[str, _Snapshotting] = {}
 
     def track_cache(self, layer: str, stats: CacheStats) -> None:
         """Report a cache layer's counters under `snapshot()["cache"][layer]`; layers of the same
@@ -57,6 +58,12 @@ class RerankMetrics:
         """Report a backend's circuit breaker under `snapshot()["circuit_breakers"][backend]`."""
         with self._lock:
             self._breakers[backend] = breaker
+
+    def track_scorer(self, scorer: str, stats: _Snapshotting) -> None:
+        """Report a scorer's own counters (e.g. `ChunkedScorer`'s texts chunked / truncated) under
+        `snapshot()["scorers"][scorer]`."""
+        with self._lock:
+            self._scorers[scorer] = stats
 
     def record(self, result: RerankResult) -> None:
         with self._lock:
@@ -77,7 +84,9 @@ class RerankMetrics:
                 "cache": {layer: _summed(tracked) for layer, tracked in self._caches.items()},
             }
             breakers = dict(self._breakers)
+            scorers = dict(self._scorers)
         snapshot["circuit_breakers"] = {backend: breaker.snapshot() for backend, breaker in breakers.items()}
+        snapshot["scorers"] = {scorer: stats.snapshot() for scorer, stats in scorers.items()}
         snapshot["latency_s"] = latency_summary(latencies)
         return snapshot
 

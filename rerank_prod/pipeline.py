@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
+import functools
 import logging
 import threading
 import time
@@ -19,11 +21,14 @@ from typing import cast
 from rerank_prod.cache import RankingEntry, ResultCache, ScoreCache
 from rerank_prod.deadline import Deadline
 from rerank_prod.effects import EffectFailed, Plan, arun, ask, effect, run
-from rerank_prod.errors import ScoringTimeout
+from rerank_prod.errors import PartialScores, ScoringShed, ScoringTimeout
 from rerank_prod.fusion import Fusion
 from rerank_prod.gate import Gate
 from rerank_prod.metrics import RerankMetrics
+from rerank_prod.observability.base import CallWatch, Finished, Observer
+from rerank_prod.redaction import RedactedError, redact
 from rerank_prod.scoring.base import Scorer, checked_scores
+from rerank_prod.scoring.chunked import ChunkedScorer
 from rerank_prod.semantic_cache import SemanticCache
 from rerank_prod.types import (
     Candidate,
@@ -53,12 +58,17 @@ class _Score:
 
 
 _MODEL_SOURCE = RerankSource(SourceKind.MODEL)
+_UNSCORED = RerankSource(SourceKind.PARTIAL, "not scored in budget: retriever order")
 _CACHED_PAIR = RerankSource(SourceKind.CACHE, "score")
 _CACHED_SEMANTIC = RerankSource(SourceKind.CACHE, "semantic")
 
 
-def _call_source(item_sources: Sequence[RerankSource]) -> RerankSource:
-    """The model's if it scored anything; otherwise the cache layers that answered, e.g. "cache:semantic"."""
+def _call_source(item_sources: Sequence[RerankSource], partial: PartialScores | None) -> RerankSource:
+    """Partial when the budget ended mid-scoring; the model's if it scored anything; otherwise the
+    cache layers that answered, e.g. "cache:semantic"."""
+    if partial is not None:
+        scored = sum(source is not _UNSCORED for source in item_sources)
+        return RerankSource(SourceKind.PARTIAL, f"{scored}/{len(item_sources)} scored in {partial.elapsed_s:.2f}s")
     if _MODEL_SOURCE in item_sources:
         return _MODEL_SOURCE
     return RerankSource(SourceKind.CACHE, "+".join(sorted({source.detail for source in item_sources})))
@@ -70,6 +80,29 @@ class _Call:
     candidates: tuple[Candidate, ...]
     top_n: int | None
     started: float
+    watch: CallWatch
+    deadline: Deadline | None
+    """The whole call's budget (`timeout_s`), started when the call was."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    """A score per candidate (None: the budget ended before the model reached it), where each
+    came from, and the partial outcome when there was one."""
+
+    scores: list[float | None]
+    sources: list[RerankSource]
+    partial: PartialScores | None
+
+
+def _within(deadline: Deadline | None) -> bool:
+    """Whether a step may still start: no budget, or some of it left."""
+    return deadline is None or not deadline.expired
+
+
+def _honours_deadline(scorer: Scorer) -> bool:
+    """Scorers that return by the deadline on their own (the local engine) need no watchdog thread."""
+    return bool(getattr(scorer, "honours_deadline", False))
 
 
 def _check_top_n(top_n: int | None) -> None:
@@ -78,8 +111,11 @@ def _check_top_n(top_n: int | None) -> None:
 
 
 def _describe(failure: Exception) -> str:
-    """Short reason for `rerank_source`: the exception type, never its message (may hold secrets)."""
-    return str(failure) if isinstance(failure, ScoringTimeout) else f"error {type(failure).__name__}"
+    """Short reason for `rerank_source`: the exception type (a redacted one's original type), never
+    its message (may hold secrets)."""
+    if isinstance(failure, (ScoringTimeout, ScoringShed)):
+        return str(failure)
+    return f"error {failure.kind if isinstance(failure, RedactedError) else type(failure).__name__}"
 
 
 class Reranker:
@@ -93,8 +129,20 @@ class Reranker:
     - `result_cache` / `score_cache` / `semantic_cache`: exact-result, pair-score and semantic
       caches (any `CacheBackend`; `RedisCache` shares them between replicas). Their hit, miss and
       error counts appear in `metrics.snapshot()["cache"]`.
-    - `timeout_s`: budget for the primary scorer, retries included. On timeout or error the call
-      falls back to `fallback_scorer` (within `fallback_timeout_s`), then to the retriever order.
+    - `timeout_s`: the budget of the whole call, from its start: cache reads and writes, the
+      semantic cache's query embedding, scoring (retries included) and the fallback scorer all
+      happen within it, each step getting what is left; a cache step that would start after it is
+      skipped. A local cross-encoder scores candidates in retriever order in chunks: when the
+      budget ends mid-way the scored ones are ranked by the model (and fusion), the rest follow in
+      retriever order (`rerank_source` "partial:k/n scored in Xs"); when its engine cannot start
+      the work in time the call falls back at once ("fallback:...: shed by the engine: ...").
+    - `fallback_timeout_s`: the part of `timeout_s` kept for `fallback_scorer` (must be less than
+      `timeout_s`): the primary scorer must finish `fallback_timeout_s` before the call's deadline,
+      and the fallback gets what is left. None: nothing is kept back (the fallback runs with whatever
+      the primary left, e.g. after a fast error, a shed or an open circuit). On timeout or error the
+      call falls back to `fallback_scorer`, then to the retriever order.
+    - `observers`: `rerank_prod.observability` exporters and monitors (Prometheus, OpenTelemetry,
+      `RerankMonitor`) told about every call and each of its stages.
     """
 
     def __init__(
@@ -112,6 +160,7 @@ class Reranker:
         fallback_scorer: Scorer | None = None,
         fallback_timeout_s: float | None = None,
         metrics: RerankMetrics | None = None,
+        observers: Iterable[Observer] = (),
     ) -> None:
         for name, value, kind in (
             ("scorer", scorer, Scorer),
@@ -127,10 +176,21 @@ class Reranker:
                 raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
         if scorer is None:
             raise TypeError("scorer is required")
+        if not isinstance(observers, Iterable):
+            raise TypeError(f"observers must be a sequence of Observer, got {type(observers).__name__}")
+        self.observers = tuple(observers)
+        for position, observer in enumerate(self.observers):
+            if not isinstance(observer, Observer):
+                raise TypeError(f"observers[{position}] must be an Observer, got {type(observer).__name__}")
         _check_top_n(top_n)
         for name, budget in (("timeout_s", timeout_s), ("fallback_timeout_s", fallback_timeout_s)):
             if budget is not None:
                 check_number(name, budget)
+        if fallback_timeout_s is not None and timeout_s is not None and fallback_timeout_s >= timeout_s:
+            raise ValueError(
+                f"fallback_timeout_s ({fallback_timeout_s:g}) must be less than timeout_s ({timeout_s:g}): "
+                "it is the part of the call's one budget kept for the fallback scorer"
+            )
         self.scorer = scorer
         self.top_n = top_n
         self.score_threshold = None if score_threshold is None else as_finite_float(score_threshold, "score_threshold")
@@ -141,7 +201,7 @@ class Reranker:
         self.semantic_cache = semantic_cache
         self.timeout_s = timeout_s
         self.fallback_scorer = fallback_scorer
-        self.fallback_timeout_s = timeout_s if fallback_timeout_s is None else fallback_timeout_s
+        self.fallback_timeout_s = fallback_timeout_s
         self.metrics = metrics if metrics is not None else RerankMetrics()
         for layer in (result_cache, score_cache, semantic_cache):
             if layer is not None:
@@ -149,6 +209,9 @@ class Reranker:
         for backend in (scorer, fallback_scorer):
             if backend is not None and backend.circuit_breaker is not None:
                 self.metrics.track_breaker(backend.name, backend.circuit_breaker)
+            if isinstance(backend, ChunkedScorer):
+                self.metrics.track_scorer(backend.name, backend)
+        self._bound = tuple(observer.bind(self) for observer in self.observers)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -175,17 +238,56 @@ class Reranker:
         `fallback_scorer`, then to retriever order, and a cache failure means no cache for the call.
         An empty candidate list gives an empty result.
 
-        `timeout_s` bounds the primary scorer's work (retries included); the fallback scorer gets
-        `fallback_timeout_s`. Inputs are never mutated.
+        `timeout_s` bounds the whole call (caches, embedding, scoring, fallback; see the class
+        docstring); when it ends mid-scoring the result is partial ("partial:k/n scored in Xs"): the
+        scored candidates ranked by the model, the rest after them in retriever order, with
+        `rerank_score` None. Inputs are never mutated.
         """
-        return run(self._plan(self._start(query, candidates, top_n)))
+        call = self._start(query, candidates, top_n)
+        with call.watch:
+            return run(self._plan(call), call.watch.stage if self._bound else None)
 
     async def arerank(
         self, query: str, candidates: Iterable[Candidate | str], *, top_n: int | None = None
     ) -> RerankResult:
         """`rerank`, natively async: remote scorers and caches are awaited (no thread hop); a local
         model runs off the event loop. Same result, errors and budget as `rerank`."""
-        return await arun(self._plan(self._start(query, candidates, top_n)))
+        call = self._start(query, candidates, top_n)
+        return await self._arun(call)
+
+    def rerank_many(
+        self, requests: Iterable[tuple[str, Iterable[Candidate | str]]], *, top_n: int | None = None
+    ) -> list[RerankResult]:
+        """Re-rank many (query, candidates) at once; one `RerankResult` per request, in order.
+
+        Every request is validated before any work (same errors as `rerank`), then all run
+        concurrently so a local model's engine shares forward passes between them (one batch may
+        hold several queries' pairs). Each request has its own `timeout_s`, starting now. Runs an
+        event loop of its own (`asyncio.run`): inside a running loop, await `arerank_many`."""
+        return asyncio.run(self._arun_many(self._start_many(requests, top_n)))
+
+    async def arerank_many(
+        self, requests: Iterable[tuple[str, Iterable[Candidate | str]]], *, top_n: int | None = None
+    ) -> list[RerankResult]:
+        """`rerank_many` for coroutines: the requests are awaited together on the caller's loop."""
+        return await self._arun_many(self._start_many(requests, top_n))
+
+    def _start_many(self, requests: Iterable[tuple[str, Iterable[Candidate | str]]], top_n: int | None) -> list[_Call]:
+        if isinstance(cast(object, requests), (str, bytes)) or not isinstance(requests, Iterable):
+            raise TypeError(f"requests must be an iterable of (query, candidates), got {type(requests).__name__}")
+        calls = []
+        for position, request in enumerate(requests):
+            if not isinstance(request, tuple) or len(request) != 2:
+                raise TypeError(f"request {position} must be a (query, candidates) tuple, got {type(request).__name__}")
+            calls.append(self._start(request[0], request[1], top_n))
+        return calls
+
+    async def _arun_many(self, calls: list[_Call]) -> list[RerankResult]:
+        return list(await asyncio.gather(*(self._arun(call) for call in calls)))
+
+    async def _arun(self, call: _Call) -> RerankResult:
+        with call.watch:
+            return await arun(self._plan(call), call.watch.stage if self._bound else None)
 
     @property
     def cache_identity(self) -> str:
@@ -210,7 +312,10 @@ class Reranker:
                 raise TypeError(f"candidate {position} must be a Candidate or str, got {type(item).__name__}")
             items.append(item)
         _check_top_n(top_n)
-        return _Call(query, tuple(items), self.top_n if top_n is None else top_n, started)
+        chosen_top_n = self.top_n if top_n is None else top_n
+        deadline = None if self.timeout_s is None else Deadline.after(self.timeout_s)
+        watch = CallWatch(self._bound, len(items), chosen_top_n)
+        return _Call(query, tuple(items), chosen_top_n, started, watch, deadline)
 
     def _plan(self, call: _Call) -> Plan[RerankResult]:
         if not call.candidates:
@@ -219,10 +324,15 @@ class Reranker:
         if results is not None:
             result_key = results.key(self.cache_identity, call.query, call.candidates)
             count = len(call.candidates)
-            cached = yield from ask(effect("cache.result.read", results.get, results.aget, result_key, count))
+            cached = yield from ask(
+                effect("cache.result.read", results.get, results.aget, result_key, count, call.deadline)
+            )
             if cached is not None:
                 return self._finish(call, cached, RerankSource(SourceKind.CACHE))
-        decision = self.gate.decide(call.candidates) if self.gate is not None else None
+        decision = None
+        if self.gate is not None:
+            with call.watch.stage("gate"):
+                decision = self.gate.decide(call.candidates)
         if decision is not None and not decision.rerank:
             return self._finish(
                 call,
@@ -231,89 +341,125 @@ class Reranker:
                 decision,
             )
         try:
-            scores, item_sources = yield from self._scores(self.scorer, call, self.timeout_s)
+            scored = yield from self._scores(self.scorer, call, self._primary_deadline(call))
         except EffectFailed as failure:
             return (yield from self._fallback(call, failure.cause, decision))
-        ranking = self._rank(call, scores)
-        if results is not None:
-            yield from ask(effect("cache.result.write", results.put, results.aput, result_key, ranking))
-        return self._finish(call, ranking, _call_source(item_sources), decision, item_sources)
+        ranking = self._rank(call, scored.scores)
+        if results is not None and scored.partial is None and _within(call.deadline):
+            yield from ask(effect("cache.result.write", results.put, results.aput, result_key, ranking, call.deadline))
+        source = _call_source(scored.sources, scored.partial)
+        return self._finish(call, ranking, source, decision, scored.sources)
 
-    def _scores(
-        self, scorer: Scorer, call: _Call, timeout_s: float | None
-    ) -> Plan[tuple[list[float], list[RerankSource]]]:
+    def _primary_deadline(self, call: _Call) -> Deadline | None:
+        """The call's deadline, less the part kept for the fallback scorer."""
+        if call.deadline is None or self.fallback_scorer is None or self.fallback_timeout_s is None:
+            return call.deadline
+        return Deadline(call.deadline.expires_at - self.fallback_timeout_s)
+
+    def _scores(self, scorer: Scorer, call: _Call, deadline: Deadline | None) -> Plan[_Scored]:
         """A score per candidate, and where each came from: the pair cache (exact query), the
-        semantic cache (a near-identical query), or the model for whatever neither had."""
-        deadline = None if timeout_s is None else Deadline.after(timeout_s)
+        semantic cache (a near-identical query), or the model for whatever neither had. Cache steps
+        that would start after `deadline` are skipped; a partial answer from the model leaves None
+        for the candidates it did not reach."""
         texts = [c.text for c in call.candidates]
         # A score that depends on the other candidates (listwise LLM, top-n cut) is no pair score:
         # neither the pair cache nor the semantic cache may hold it.
         if not scorer.independent_scores:
             fresh = yield from self._score(_Score(scorer, call.query, texts, deadline))
-            return fresh, [_MODEL_SOURCE] * len(texts)
+            return _Scored(list(fresh), [_MODEL_SOURCE] * len(texts), None)
         scores: list[float | None] = [None] * len(texts)
         pair_keys: list[str] = []
         if self.score_cache is not None:
             pair_keys = self.score_cache.keys(scorer.identity, call.query, texts)
-            pair_cache = self.score_cache
-            scores = yield from ask(effect("cache.score.read", pair_cache.get_many, pair_cache.aget_many, pair_keys))
+            if _within(deadline):
+                pair_cache = self.score_cache
+                read = effect("cache.score.read", pair_cache.get_many, pair_cache.aget_many, pair_keys, deadline)
+                scores = yield from ask(read)
         sources = [_MODEL_SOURCE if score is None else _CACHED_PAIR for score in scores]
         unseen = [i for i, score in enumerate(scores) if score is None]
         semantic = None
-        if self.semantic_cache is not None and unseen:
+        if self.semantic_cache is not None and unseen and _within(deadline):
             semantic = yield from self.semantic_cache.lookup_plan(
-                scorer.identity, call.query, [texts[i] for i in unseen]
+                scorer.identity, call.query, [texts[i] for i in unseen], deadline
             )
             for i, score in zip(unseen, semantic.scores, strict=True):
                 if score is not None:
                     scores[i], sources[i] = score, _CACHED_SEMANTIC
         missing = [i for i, score in enumerate(scores) if score is None]
+        partial = None
         if missing:
-            fresh = yield from self._score(_Score(scorer, call.query, [texts[i] for i in missing], deadline))
-            for i, score in zip(missing, fresh, strict=True):
+            try:
+                fresh = yield from self._score(_Score(scorer, call.query, [texts[i] for i in missing], deadline))
+            except EffectFailed as failure:
+                if not isinstance(failure.cause, PartialScores):
+                    raise
+                partial, fresh = failure.cause, failure.cause.scores
+            reached = missing if partial is None else missing[: len(fresh)]
+            for i, score in zip(reached, fresh, strict=True):
                 scores[i] = score
-        complete = cast(list[float], scores)
-        if missing and self.score_cache is not None:
-            fresh_pairs = {pair_keys[i]: complete[i] for i in missing}
+            for i in missing[len(fresh) :]:
+                sources[i] = _UNSCORED
+        scored_now = [i for i in missing if scores[i] is not None]
+        if scored_now and self.score_cache is not None and _within(call.deadline):
+            fresh_pairs = {pair_keys[i]: cast(float, scores[i]) for i in scored_now}
             pair_cache = self.score_cache
-            yield from ask(effect("cache.score.write", pair_cache.put_many, pair_cache.aput_many, fresh_pairs))
-        if semantic is not None and self.semantic_cache is not None:
+            yield from ask(
+                effect("cache.score.write", pair_cache.put_many, pair_cache.aput_many, fresh_pairs, call.deadline)
+            )
+        if semantic is not None and self.semantic_cache is not None and _within(call.deadline):
             yield from self.semantic_cache.store_plan(
                 scorer.identity,
                 call.query,
                 semantic,
-                {texts[i]: complete[i] for i in unseen if sources[i] is not _CACHED_SEMANTIC},
+                {texts[i]: cast(float, scores[i]) for i in unseen if sources[i] is _MODEL_SOURCE},
+                call.deadline,
             )
-        return complete, sources
+        return _Scored(scores, sources, partial)
 
     def _fallback(self, call: _Call, failure: Exception, decision: GateDecision | None) -> Plan[RerankResult]:
         reason = _describe(failure)
         logger.warning(
-            "re-ranking with %s failed (%s: %s); falling back", self.scorer.name, type(failure).__name__, failure
+            "re-ranking with %s failed (%s: %s); falling back",
+            self.scorer.name,
+            type(failure).__name__,
+            redact(f"{failure}"),
         )
         if self.fallback_scorer is not None:
             secondary = self.fallback_scorer
             try:
-                scores, _ = yield from self._scores(secondary, call, self.fallback_timeout_s)
+                scored = yield from self._scores(secondary, call, call.deadline)
             except EffectFailed as secondary_failure:
                 cause = secondary_failure.cause
                 reason = f"{reason}; secondary {secondary.name}: {_describe(cause)}"
-                logger.warning("fallback scorer %s failed too: %s", secondary.name, cause)
+                logger.warning("fallback scorer %s failed too: %s", secondary.name, redact(f"{cause}"))
             else:
+                how = "" if scored.partial is None else f"; secondary {scored.partial}"
                 return self._finish(
                     call,
-                    self._rank(call, scores),
-                    RerankSource(SourceKind.FALLBACK, f"secondary {secondary.name}: {reason}"),
+                    self._rank(call, scored.scores),
+                    RerankSource(SourceKind.FALLBACK, f"secondary {secondary.name}: {reason}{how}"),
                     decision,
                 )
         return self._finish(
             call, self._retriever_order(call), RerankSource(SourceKind.FALLBACK, f"retriever order: {reason}"), decision
         )
 
-    def _rank(self, call: _Call, scores: Sequence[float]) -> list[RankingEntry]:
-        relevance = self.fusion.fuse(call.query, call.candidates, scores) if self.fusion else list(scores)
-        order = sorted(range(len(scores)), key=lambda i: -relevance[i])  # stable: ties keep retriever order
-        return [(i, float(relevance[i]), float(scores[i])) for i in order]
+    def _rank(self, call: _Call, scores: Sequence[float | None]) -> list[RankingEntry]:
+        """Scored candidates by relevance (fusion over them alone), then the unscored ones in
+        retriever order, with relevance strictly below every scored one so 'highest first' holds."""
+        scored = [i for i, score in enumerate(scores) if score is not None]
+        model_scores = [cast(float, scores[i]) for i in scored]
+        if self.fusion is None:
+            relevance = model_scores
+        else:
+            with call.watch.stage("fusion"):
+                relevance = self.fusion.fuse(call.query, [call.candidates[i] for i in scored], model_scores)
+        order = sorted(range(len(scored)), key=lambda j: -relevance[j])  # stable: ties keep retriever order
+        ranking: list[RankingEntry] = [(scored[j], float(relevance[j]), model_scores[j]) for j in order]
+        floor = min((float(value) for value in relevance), default=1.0)
+        unscored = [i for i, score in enumerate(scores) if score is None]
+        ranking.extend((i, floor - (1 + rank), None) for rank, i in enumerate(unscored))
+        return ranking
 
     @staticmethod
     def _retriever_order(call: _Call) -> list[RankingEntry]:
@@ -347,12 +493,14 @@ class Reranker:
             )
         result = RerankResult(call.query, tuple(items), source, time.perf_counter() - call.started, decision)
         self.metrics.record(result)
+        call.watch.finish(Finished(result, ranking, item_sources))
         return result
 
     # --- performing the scoring I/O --------------------------------------------------------------
 
     def _score(self, request: _Score) -> Plan[list[float]]:
-        return ask(effect("score", self._score_sync, self._score_async, request))
+        stage = "score" if request.scorer is self.scorer else "score.fallback"
+        return ask(effect(stage, self._score_sync, self._score_async, request))
 
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._pool_lock:
@@ -361,29 +509,30 @@ class Reranker:
             return self._pool
 
     def _score_sync(self, request: _Score) -> list[float]:
-        if request.deadline is None:
-            raw = request.scorer.score(request.query, request.texts)
+        if request.deadline is None or _honours_deadline(request.scorer):
+            raw = request.scorer.score(request.query, request.texts, deadline=request.deadline)
+        elif request.deadline.expired:
+            raise ScoringTimeout(f"timeout after {self.timeout_s or 0.0:g}s")
         else:
+            # The caller's context goes along, so scorer details (capture_score_details) reach the caller.
             future = self._executor().submit(
-                request.scorer.score, request.query, request.texts, deadline=request.deadline
+                contextvars.copy_context().run,
+                functools.partial(request.scorer.score, request.query, request.texts, deadline=request.deadline),
             )
             try:
                 raw = future.result(timeout=request.deadline.remaining())
             except concurrent.futures.TimeoutError:
                 future.cancel()
-                raise ScoringTimeout(f"timeout after {self._budget(request):g}s") from None
+                raise ScoringTimeout(f"timeout after {self.timeout_s or 0.0:g}s") from None
         return checked_scores(raw, len(request.texts), request.scorer.name)
 
     async def _score_async(self, request: _Score) -> list[float]:
         pending = request.scorer.ascore(request.query, request.texts, deadline=request.deadline)
-        if request.deadline is None:
+        if request.deadline is None or _honours_deadline(request.scorer):
             raw = await pending
         else:
             try:
                 raw = await asyncio.wait_for(pending, timeout=request.deadline.remaining())
             except (asyncio.TimeoutError, TimeoutError):
-                raise ScoringTimeout(f"timeout after {self._budget(request):g}s") from None
+                raise ScoringTimeout(f"timeout after {self.timeout_s or 0.0:g}s") from None
         return checked_scores(raw, len(request.texts), request.scorer.name)
-
-    def _budget(self, request: _Score) -> float:
-        return (self.timeout_s if request.scorer is self.scorer else self.fallback_timeout_s) or 0.0

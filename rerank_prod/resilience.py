@@ -182,8 +182,9 @@ class CircuitBreaker:
     def guard(self, deadline: Deadline | None = None) -> Iterator[None]:
         """Wraps one call (sync, or async around the `await`): refused while open, outcome recorded.
 
-        A call cancelled because its deadline passed (the pipeline's timeout) counts as failed;
-        one cancelled for another reason counts as nothing.
+        A call cancelled because its deadline passed (the pipeline's timeout) counts as failed, and
+        so does one that answered only after its deadline (its caller had given up on it); one
+        cancelled for another reason counts as nothing.
         """
         self.before_call()
         try:
@@ -197,7 +198,10 @@ class CircuitBreaker:
         except Exception:
             self.record_failure()
             raise
-        self.record_success()
+        if deadline is not None and deadline.expired:
+            self.record_failure()
+        else:
+            self.record_success()
 
     def before_call(self) -> None:
         """Let a call through, or raise `CircuitOpenError` without contacting the backend."""

@@ -18,13 +18,16 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from rerank_prod.cache import KEY_PREFIX, CacheBackend, EntryLog, ScoreCache, check_ttl, digest
+from rerank_prod.cache_guard import CacheSkipped
+from rerank_prod.deadline import Deadline
 from rerank_prod.effects import EffectFailed, Plan, ask, effect
 from rerank_prod.scoring.dependencies import load_sentence_transformers_model
+from rerank_prod.scoring.precision import Precision, check_precision
 from rerank_prod.validation import check_int, check_number
 
 logger = logging.getLogger("rerank_prod.cache")
@@ -142,6 +145,7 @@ class SemanticCache:
     - `max_entries`: bound of the local index (least recently matched evicted) and of the shared log.
     - `ttl_s`: lifetime of anchor scores in the backend (None: the backend's default).
     - `sync_interval_s`: how often a lookup pulls the anchors other replicas published.
+    - `precision`: of a model named as `embedder` (see `CrossEncoderScorer`); part of its identity.
 
     `stats` counts per candidate: a hit is a score reused from a near-identical query.
     """
@@ -159,6 +163,7 @@ class SemanticCache:
         ttl_s: float | None = None,
         sync_interval_s: float = 1.0,
         device: str | None = None,
+        precision: Precision = "auto",
     ) -> None:
         check_number("threshold (a cosine similarity)", threshold, at_most=1)
         check_int("max_entries", max_entries)
@@ -168,15 +173,17 @@ class SemanticCache:
         if isinstance(embedder, str):
             if not embedder.strip():
                 raise ValueError("embedder must be a model name/path or a callable")
-            model = load_sentence_transformers_model(
+            model, chosen = load_sentence_transformers_model(
                 "SentenceTransformer",
                 embedder,
                 device=device,
                 needed_by="a model name as embedder",
                 extra="semantic-cache",
+                precision=check_precision(precision),
             )
             self._embed: Embedder = functools.partial(model.encode, convert_to_numpy=True, show_progress_bar=False)
-            embedder_identity = embedder_identity or f"sentence-transformers:{embedder}"
+            precision_tag = "" if chosen == "fp32" else f"|precision={chosen}"
+            embedder_identity = embedder_identity or f"sentence-transformers:{embedder}{precision_tag}"
         elif callable(embedder):
             if not isinstance(embedder_identity, str) or not embedder_identity.strip():
                 raise ValueError("a callable embedder needs embedder_identity (a name that changes with its vectors)")
@@ -216,11 +223,14 @@ class SemanticCache:
 
     # --- the logic, written once as plans (run them with `rerank_prod.effects.run` / `arun`) ---------
 
-    def lookup_plan(self, scorer_identity: str, query: str, texts: Sequence[str]) -> Plan[SemanticLookup]:
+    def lookup_plan(
+        self, scorer_identity: str, query: str, texts: Sequence[str], deadline: Deadline | None = None
+    ) -> Plan[SemanticLookup]:
         """Embed the query, pull other replicas' anchors, find the nearest, read its scores.
-        Any failure makes this a miss for this call (logged and counted), never an error."""
+        Any failure makes this a miss for this call (logged and counted), never an error; backend
+        I/O is bounded like every cache layer's (`timeout_s` of the layer, and `deadline`)."""
         log = self._log_name(scorer_identity)
-        yield from self._pull_plan(log)
+        yield from self._pull_plan(log, deadline)
         try:
             vector = yield from ask(effect("cache.semantic.embed", self.embed, self.aembed, query))
         except EffectFailed as failure:
@@ -238,11 +248,18 @@ class SemanticCache:
             return SemanticLookup(vector, None, None, [None] * len(texts))
         anchor, similarity = match
         keys = self._scores.keys(scorer_identity, anchor, texts)
-        scores = yield from ask(effect("cache.semantic.read", self._scores.get_many, self._scores.aget_many, keys))
+        scores = yield from ask(
+            effect("cache.semantic.read", self._scores.get_many, self._scores.aget_many, keys, deadline)
+        )
         return SemanticLookup(vector, anchor, similarity, scores)
 
     def store_plan(
-        self, scorer_identity: str, query: str, lookup: SemanticLookup, scores: Mapping[str, float]
+        self,
+        scorer_identity: str,
+        query: str,
+        lookup: SemanticLookup,
+        scores: Mapping[str, float],
+        deadline: Deadline | None = None,
     ) -> Plan[None]:
         """Add `scores` (text -> score) to the matched anchor, or make this query a new anchor."""
         if lookup.vector is None or not scores:
@@ -250,7 +267,9 @@ class SemanticCache:
         anchor = lookup.anchor or digest(self.embedder_identity, scorer_identity, query)
         keys = self._scores.keys(scorer_identity, anchor, list(scores))
         anchored = dict(zip(keys, scores.values(), strict=True))
-        yield from ask(effect("cache.semantic.write", self._scores.put_many, self._scores.aput_many, anchored))
+        yield from ask(
+            effect("cache.semantic.write", self._scores.put_many, self._scores.aput_many, anchored, deadline)
+        )
         if lookup.anchor is not None:
             return
         log = self._log_name(scorer_identity)
@@ -262,27 +281,15 @@ class SemanticCache:
             return
         if isinstance(self.backend, EntryLog):
             entry = anchor.encode("ascii") + lookup.vector.astype(_VECTOR_DTYPE).tobytes()
-            shared = self.backend
             try:
-                yield from ask(
-                    effect(
-                        "cache.semantic.publish",
-                        shared.append_log,
-                        shared.aappend_log,
-                        log,
-                        [entry],
-                        self.max_entries,
-                        self.ttl_s,
-                    )
-                )
+                yield from ask(effect("cache.semantic.publish", self._publish, self._apublish, log, entry, deadline))
             except EffectFailed as failure:
                 self._failed("publish", failure.cause)
 
-    def _pull_plan(self, log: str) -> Plan[None]:
+    def _pull_plan(self, log: str, deadline: Deadline | None) -> Plan[None]:
         """Catch up with the anchors published since this replica's cursor, at most once per interval."""
         if not isinstance(self.backend, EntryLog):
             return
-        shared = self.backend
         with self._lock:
             now = time.monotonic()
             if now - self._pulled_at.get(log, -np.inf) < self.sync_interval_s:
@@ -292,7 +299,7 @@ class SemanticCache:
         while True:
             try:
                 cursor, entries = yield from ask(
-                    effect("cache.semantic.sync", shared.read_log, shared.aread_log, log, cursor, _LOG_PAGE)
+                    effect("cache.semantic.sync", self._read_log, self._aread_log, log, cursor, deadline)
                 )
             except EffectFailed as failure:
                 self._failed("index sync", failure.cause)
@@ -300,6 +307,30 @@ class SemanticCache:
             self._merge(log, cursor, entries)
             if len(entries) < _LOG_PAGE:
                 return
+
+    # --- the shared log's I/O, bounded by the backend's guard ----------------------------------------
+
+    def _publish(self, log: str, entry: bytes, deadline: Deadline | None) -> None:
+        shared = cast(EntryLog, self.backend)
+        append = functools.partial(shared.append_log, log, [entry], self.max_entries, self.ttl_s)
+        self._scores._guard.call(append, self._scores.timeout_s, deadline)
+
+    async def _apublish(self, log: str, entry: bytes, deadline: Deadline | None) -> None:
+        shared = cast(EntryLog, self.backend)
+        append = functools.partial(shared.aappend_log, log, [entry], self.max_entries, self.ttl_s)
+        await self._scores._guard.acall(append, self._scores.timeout_s, deadline)
+
+    def _read_log(self, log: str, cursor: str | None, deadline: Deadline | None) -> tuple[str | None, list[bytes]]:
+        shared = cast(EntryLog, self.backend)
+        read = functools.partial(shared.read_log, log, cursor, _LOG_PAGE)
+        return self._scores._guard.call(read, self._scores.timeout_s, deadline)
+
+    async def _aread_log(
+        self, log: str, cursor: str | None, deadline: Deadline | None
+    ) -> tuple[str | None, list[bytes]]:
+        shared = cast(EntryLog, self.backend)
+        read = functools.partial(shared.aread_log, log, cursor, _LOG_PAGE)
+        return await self._scores._guard.acall(read, self._scores.timeout_s, deadline)
 
     # --- helpers ----------------------------------------------------------------------------------
 
@@ -326,5 +357,7 @@ class SemanticCache:
                     logger.warning("malformed semantic index entry ignored")
 
     def _failed(self, what: str, exc: Exception) -> None:
+        if isinstance(exc, CacheSkipped):  # the backend hung recently or no time is left: a plain miss
+            return
         self.stats.record(errors=1)
         logger.warning("semantic cache %s failed, continuing without it: %s", what, type(exc).__name__)

@@ -49,6 +49,8 @@ class SourceKind(str, Enum):
     CACHE = "cache"
     FALLBACK = "fallback"
     SKIPPED = "skipped"
+    PARTIAL = "partial"
+    """The budget ended mid-scoring: the scored candidates first (by the model), the rest in retriever order."""
 
 
 @dataclass(frozen=True, slots=True)

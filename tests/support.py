@@ -144,3 +144,21 @@ class CountingScorer:
     async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
         self.scored_texts.extend(texts)
         return await self.inner.ascore(query, texts, deadline=deadline)
+
+
+class BrokenRemoteScorer(FailingScorer):
+    """A remote backend that is down, behind a real circuit breaker (opens after `failures`)."""
+
+    def __init__(self, failures: int = 2, name: str = "remote") -> None:
+        super().__init__(name=name)
+        from rerank_prod import CircuitBreaker
+
+        self.circuit_breaker = CircuitBreaker(failure_threshold=failures, cooldown_s=60)
+
+    def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+        with self.circuit_breaker.guard(deadline):
+            return super().score(query, texts, deadline=deadline)
+
+    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+        with self.circuit_breaker.guard(deadline):
+            return await super().ascore(query, texts, deadline=deadline)

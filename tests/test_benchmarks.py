@@ -33,3 +33,20 @@ def test_cache_benchmark_smoke_run() -> None:
     assert done.returncode == 0, done.stderr
     assert "| in-memory | exact hit | 0 |" in done.stdout
     assert "| redis | semantic hit | 0 |" in done.stdout
+
+
+def test_observability_benchmark_smoke_run() -> None:
+    done = _run("-m", "benchmarks.observability_bench", "--smoke", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "| metrics+tracing | 300 |" in done.stdout
+    assert "metrics + tracing, p50 added over off:" in done.stdout
+
+
+@pytest.mark.needs_models
+@pytest.mark.needs_services
+@pytest.mark.slow
+def test_batch_benchmark_smoke_run() -> None:
+    done = _run("-m", "benchmarks.batch_bench", "--smoke", timeout=400)
+    assert done.returncode == 0, done.stderr
+    assert "| Ray Data, 1 actor x 1 CPU |" in done.stdout
+    assert "| single process, " in done.stdout

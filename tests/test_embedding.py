@@ -48,7 +48,9 @@ def test_minilm_scores_are_the_cosine_of_its_embeddings(
     model = SentenceTransformer(embedder_path)
     query, passage = model.encode([QUERY, PASSAGES[1]])
     expected = float(np.dot(query, passage) / (np.linalg.norm(query) * np.linalg.norm(passage)))
-    assert minilm.score(QUERY, PASSAGES[1:2]) == pytest.approx([expected], abs=1e-5)
+    exact = SentenceTransformerEmbeddingScorer(embedder_path, precision="fp32")
+    assert exact.score(QUERY, PASSAGES[1:2]) == pytest.approx([expected], abs=1e-6)  # fp32: as before
+    assert minilm.score(QUERY, PASSAGES[1:2]) == pytest.approx([expected], abs=1e-3)  # "auto" may be bf16
 
 
 async def test_minilm_async_and_prompts_change_identity(
@@ -110,8 +112,8 @@ def test_openai_embeddings_fall_back_when_down(openai_server: StandInServer) -> 
 def test_one_copy_of_the_weights_per_model(minilm: SentenceTransformerEmbeddingScorer, embedder_path: str) -> None:
     from rerank_prod.scoring.dependencies import load_sentence_transformers_model, require_extra
 
-    shared = load_sentence_transformers_model(
-        "SentenceTransformer", embedder_path, needed_by="a semantic cache", extra="semantic-cache"
+    shared, _ = load_sentence_transformers_model(
+        "SentenceTransformer", embedder_path, needed_by="a semantic cache", extra="semantic-cache", precision="auto"
     )
     assert SentenceTransformerEmbeddingScorer(embedder_path, query_prompt="q: ")._model is minilm._model is shared
     with pytest.raises(ImportError, match=r"pip install 'rerank-prod\[http\]'"):

@@ -29,7 +29,9 @@ from loopback.standin_servers import (
 from rerank_prod import Deadline, LLMListwiseScorer, LLMPointwiseScorer, Reranker, ScoreCache, SourceKind
 from rerank_prod.cache import InMemoryCache
 from rerank_prod.resilience import BudgetExhausted, MalformedResponse
-from rerank_prod.scoring.llm import parse_ranking, parse_relevance, sliding_windows
+from rerank_prod.scoring.details import capture_score_details
+from rerank_prod.scoring.llm import UNSCORED, sliding_windows
+from rerank_prod.scoring.llm_answers import Scale, parse_judgement, parse_ranking
 
 CHAT = "/v1/chat/completions"
 QUERY = "which enzyme breaks down starch in saliva"
@@ -80,7 +82,9 @@ def test_pointwise_scores_each_candidate_and_sorts_by_score(llm: StandInServer) 
     )
     requests = llm.requests_to(CHAT)
     assert len(requests) == 4
-    assert all(r.body["response_format"] == {"type": "json_object"} and r.body["temperature"] == 0 for r in requests)
+    assert all(r.body["response_format"]["type"] == "json_schema" and r.body["temperature"] == 0 for r in requests)
+    schema = requests[0].body["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["relevance"] == {"type": "number", "minimum": 0.0, "maximum": 10.0}
     assert {json.loads(r.body["messages"][1]["content"])["passage"] for r in requests} == set(PASSAGES)
 
 
@@ -100,7 +104,7 @@ async def test_pointwise_async_bounds_concurrency(llm: StandInServer) -> None:
         "Sure! I would rate this passage a 7 out of 10.",
         '{"relevance": "high"}',
         '{"relevance": 42}',
-        '{"score": 7}',
+        '{"mark": 7}',
         "",
         '{"relevance": 7',
         "[7]",
@@ -115,8 +119,21 @@ def test_unparseable_answer_is_retried_never_a_silent_score(llm: StandInServer, 
     assert len(llm.requests) == 5
 
 
-def test_persistently_unparseable_candidate_fails_the_call_into_the_fallback(llm: StandInServer) -> None:
-    llm.fail_next(CHAT, *[llm_says("I cannot help with that.")] * 3)
+def test_a_persistently_unparseable_candidate_is_isolated_not_fatal(llm: StandInServer) -> None:
+    llm.fail_next(CHAT, *[llm_says("I cannot help with that.")] * 3)  # candidate 0's three attempts
+    scorer = pointwise(llm, max_concurrency=1)
+    with capture_score_details() as details:
+        result = Reranker(scorer, timeout_s=5.0).rerank(QUERY, PASSAGES)
+    assert result.source.kind is SourceKind.MODEL
+    judged = [i for i in BEST_FIRST if i != 0]
+    assert [item.original_rank for item in result] == [*judged, 0]  # after every judged candidate
+    assert result[-1].rerank_score == UNSCORED
+    assert details.get(QUERY, PASSAGES[0])["error"].startswith("MalformedResponse")
+    assert details.get(QUERY, PASSAGES[1])["reason"] == "86% of the query's words"
+
+
+def test_every_candidate_unparseable_fails_the_call_into_the_fallback(llm: StandInServer) -> None:
+    llm.fail_next(CHAT, *[llm_says("I cannot help with that.")] * 12)
     scorer = pointwise(llm, max_concurrency=1)
     result = Reranker(scorer, timeout_s=5.0).rerank(QUERY, PASSAGES)
     assert str(result.source) == "fallback:retriever order: error MalformedResponse"
@@ -151,12 +168,77 @@ async def test_slow_llm_falls_back_within_the_budget(llm: StandInServer) -> None
     assert str(result.source) == "fallback:retriever order: timeout after 0.4s"
 
 
-def test_fenced_json_is_accepted_and_prose_around_it_is_not() -> None:
-    assert parse_relevance('```json\n{"relevance": 8}\n```') == 0.8
-    assert parse_relevance(' {"relevance": 0} ') == 0.0
-    for answer in ('Here you go: {"relevance": 8}', '{"relevance": true}', '{"relevance": NaN}', None):
-        with pytest.raises(MalformedResponse):
-            parse_relevance(answer)
+@pytest.mark.parametrize(
+    ("answer", "scale", "score", "reason"),
+    [
+        ('{"relevance": 8}', (0, 10), 0.8, None),
+        ('```json\n{"relevance": 8, "reason": "names the enzyme"}\n```', (0, 10), 0.8, "names the enzyme"),
+        ('Here you go: {"relevance": 3} hope it helps', (0, 10), 0.3, None),
+        ('{"score": 4}', (1, 5), 0.75, None),
+        ("7", (0, 10), 0.7, None),
+        (" 7/10. ", (0, 10), 0.7, None),
+        ("4 out of 5", (1, 5), 0.75, None),
+        ("0.7", (0, 10), 0.07, None),  # a 0-1 answer on a 0-10 scale is 0.7 out of 10, not 7
+        ("0.7", (0, 1), 0.7, None),
+        ('{"relevance": 0}', (0, 10), 0.0, None),
+    ],
+)
+def test_tolerant_formats_are_read_on_the_configured_scale(
+    answer: str, scale: tuple[float, float], score: float, reason: str | None
+) -> None:
+    judgement = parse_judgement(answer, Scale(*scale))
+    assert judgement.score == pytest.approx(score)
+    assert judgement.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("answer", "scale"),
+    [
+        ("I would rate it a 7 out of 10", (0, 10)),  # prose: no guessing which number is meant
+        ("7/10", (0, 5)),  # the model used another scale: never rescaled silently
+        ("0.7/1", (0, 10)),
+        ("11", (0, 10)),
+        ('{"relevance": 7} {"relevance": 2}', (0, 10)),  # two answers
+        ('{"relevance": 7, "score": 2}', (0, 10)),
+        ('{"relevance": true}', (0, 10)),
+        ('{"relevance": NaN}', (0, 10)),
+        ("0", (1, 5)),
+        (None, (0, 10)),
+    ],
+)
+def test_unusable_answers_are_malformed_never_a_score(answer: object, scale: tuple[float, float]) -> None:
+    with pytest.raises(MalformedResponse):
+        parse_judgement(answer, Scale(*scale))
+
+
+def test_pointwise_scale_is_a_setting(llm: StandInServer) -> None:
+    llm.fail_next(CHAT, llm_says("0.9"), llm_says('{"relevance": 0.2}'))
+    scorer = pointwise(llm, scale=(0, 1), max_concurrency=1, ask_reason=True)
+    assert scorer.score(QUERY, PASSAGES[:2]) == pytest.approx([0.9, 0.2])
+    prompt = llm.requests[0].body["messages"][0]["content"]
+    assert "from 0 (unrelated) to 1 (fully answers" in prompt and '"reason"' in prompt
+    assert scorer.identity != pointwise(llm).identity
+    with pytest.raises(ValueError, match="scale"):
+        pointwise(llm, scale=(5, 1))
+
+
+def test_structured_output_steps_down_when_the_server_rejects_it(llm: StandInServer) -> None:
+    llm.response_formats = ("json_object",)
+    scorer = pointwise(llm, max_concurrency=1)
+    assert scorer.score(QUERY, PASSAGES[:2]) == pytest.approx(
+        [round(10 * overlap(QUERY, p), 3) / 10 for p in PASSAGES[:2]]
+    )
+    kinds = [r.body.get("response_format", {}).get("type") for r in llm.requests]
+    assert kinds == ["json_schema", "json_object", "json_object"]  # learned once, remembered
+    llm.response_formats = ()
+    plain = listwise(llm)
+    assert Reranker(plain, timeout_s=5.0).rerank(QUERY, PASSAGES).source.kind is SourceKind.MODEL
+    assert [r.body.get("response_format", {}).get("type") for r in llm.requests[3:]] == [
+        "json_schema",
+        "json_object",
+        None,
+    ]
+    assert "response_format" not in pointwise(llm, json_mode=False)._request("x", {}, None)
 
 
 # --- listwise -----------------------------------------------------------------------------------
@@ -171,11 +253,40 @@ def test_sliding_windows_go_bottom_up_and_overlap() -> None:
 
 def test_permutation_repair() -> None:
     assert parse_ranking('{"ranking": [3, 1, 2]}', 3) == [2, 0, 1]
-    assert parse_ranking('{"ranking": [3, 3, 9, 0, -1, "2", true]}', 4) == [2, 1, 0, 3]  # dupes/unknowns dropped
+    assert parse_ranking('{"ranking": [3, 3, 9, 0, -1, "2", true]}', 4, 1) == [2, 1, 0, 3]  # dupes/unknowns dropped
     assert parse_ranking('{"ranking": [2]}', 3) == [1, 0, 2]  # missing ids keep their order
-    for answer in ('{"ranking": [7, 8]}', '{"ranking": "2 > 1"}', "[2] > [1] > [3]", '{"ranking": []}'):
+    for answer in ('{"ranking": [7, 8]}', '{"ranking": "2 > 1"}', '{"ranking": []}', "Passage 2 first"):
         with pytest.raises(MalformedResponse):
             parse_ranking(answer, 3)
+
+
+@pytest.mark.parametrize(
+    ("answer", "index_base", "order"),
+    [
+        ("[2, 0, 1]", "auto", [2, 0, 1]),  # the article's bare array, 0-based (it names 0)
+        ("[3, 1, 2]", "auto", [2, 0, 1]),  # 1-based (it names 3)
+        ("[2] > [3] > [1]", "auto", [1, 2, 0]),  # RankGPT
+        ("```\n[3] > [1] > [2]\n```", "auto", [2, 0, 1]),
+        ('The ranking: {"ranking": [3, 1, 2]}', "auto", [2, 0, 1]),
+        ("[1, 2]", 0, [1, 2, 0]),  # configured: no guessing
+        ("[1, 2]", 1, [0, 1, 2]),
+    ],
+)
+def test_listwise_formats_and_index_base(answer: str, index_base: object, order: list[int]) -> None:
+    assert parse_ranking(answer, 3, index_base) == order  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("answer", ["[0, 1, 2, 3]", "[1, 2]", "[2] > [0] > [3]"])
+def test_ambiguous_index_base_is_malformed(answer: str) -> None:
+    with pytest.raises(MalformedResponse, match="ambiguous"):
+        parse_ranking(answer, 3)
+
+
+def test_listwise_reads_a_bare_array_from_the_server(llm: StandInServer) -> None:
+    llm.fail_next(CHAT, llm_says("[1, 3, 0, 2]"))
+    result = Reranker(listwise(llm), timeout_s=5.0).rerank(QUERY, PASSAGES)
+    assert [item.original_rank for item in result] == [1, 3, 0, 2]
+    assert len(llm.requests) == 1
 
 
 def test_listwise_ranks_more_candidates_than_fit_in_one_window(llm: StandInServer) -> None:

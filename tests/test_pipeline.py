@@ -144,9 +144,11 @@ def test_secondary_failing_too_ends_in_retriever_order() -> None:
         timeout_s=0.5,
         fallback_timeout_s=0.1,
     )
+    started = time.perf_counter()
     result = reranker.rerank("red fox", DOCS)
+    assert time.perf_counter() - started < 0.6  # one budget for the call, the fallback within it
     assert [i.original_rank for i in result] == [0, 1, 2]
-    assert str(result.source) == ("fallback:retriever order: error ConnectionError; secondary slow: timeout after 0.1s")
+    assert str(result.source) == ("fallback:retriever order: error ConnectionError; secondary slow: timeout after 0.5s")
 
 
 def test_wrong_number_of_scores_is_a_backend_failure() -> None:

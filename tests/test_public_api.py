@@ -14,6 +14,7 @@ CORE = [
     "BM25Scorer",
     "CacheBackend",
     "Candidate",
+    "ChunkedScorer",
     "CircuitBreaker",
     "CircuitOpenError",
     "CohereScorer",
@@ -47,6 +48,9 @@ CORE = [
     "SourceKind",
     "TEIScorer",
     "WeightedFusion",
+    "capture_score_details",
+    "load_reranker",
+    "reranker_settings",
 ]
 
 
@@ -56,6 +60,41 @@ CORE = [
         ("rerank_prod", CORE),
         ("langchain_rerank_prod", ["RerankProdCompressor"]),
         ("llamaindex_rerank_prod", ["RerankProdPostprocessor"]),
+        (
+            "rerank_prod.observability",
+            [
+                "Alert",
+                "AlertRule",
+                "BoundObserver",
+                "CallRecord",
+                "Finished",
+                "Observation",
+                "Observer",
+                "OpenTelemetryTracing",
+                "PrometheusMetrics",
+                "RerankMonitor",
+                "WindowStats",
+                "breaker_open",
+                "fallback_rate_over",
+                "gain_below",
+                "latency_over",
+                "shed_rate_over",
+            ],
+        ),
+        (
+            "rerank_prod.batch",
+            [
+                "REQUEST_SCHEMA",
+                "RESULT_SCHEMA",
+                "BatchReport",
+                "RerankWorker",
+                "beir_requests",
+                "read_requests",
+                "read_results",
+                "requests_table",
+                "run_batch",
+            ],
+        ),
     ],
 )
 def test_public_names_are_pinned(module: str, expected: list[str]) -> None:

@@ -9,6 +9,7 @@ Each system gets freshly built framework inputs per call, outside the timer: Lla
 from __future__ import annotations
 
 import asyncio
+import functools
 import multiprocessing
 import os
 import queue
@@ -16,10 +17,11 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from rerank_prod.evaluation.dataset import EvalInputError
 from rerank_prod.evaluation.runner import latency_ms
+from rerank_prod.scoring.precision import Precision
 from rerank_prod.types import Candidate
 
 CandidateSet = tuple[str, str, list[Candidate]]
@@ -39,20 +41,21 @@ class BenchSystem:
     """Input length cap of the loaded model: a system that changes it scores different text."""
 
 
-def _core(model: str, top_n: int) -> BenchSystem:
+def _core(model: str, top_n: int, precision: Precision = "auto") -> BenchSystem:
     from rerank_prod import CrossEncoderScorer, Reranker
 
-    reranker = Reranker(CrossEncoderScorer(model))
+    reranker = Reranker(CrossEncoderScorer(model, precision=precision))
 
     async def acall(query: str, candidates: list[Candidate]) -> list[str]:
         return [item.candidate.id or "" for item in await reranker.arerank(query, candidates)]
 
+    chosen = cast(Any, reranker.scorer).precision
     return BenchSystem(
-        "rerank-prod core",
+        "rerank-prod core" if precision == "auto" else f"rerank-prod core {chosen}",
         list,
         lambda query, candidates: [item.candidate.id or "" for item in reranker.rerank(query, candidates)],
         acall,
-        "native arerank; the local model runs in asyncio.to_thread",
+        f"native arerank; the shared engine's worker wakes the loop (precision {chosen})",
         _max_tokens(reranker),
     )
 
@@ -164,6 +167,8 @@ def _llamaindex_sentence_transformer(model: str, top_n: int) -> BenchSystem:
 
 SYSTEMS: dict[str, Callable[[str, int], BenchSystem]] = {
     "core": _core,
+    "core-fp32": functools.partial(_core, precision="fp32"),
+    "core-bf16": functools.partial(_core, precision="bf16"),
     "langchain": _rerank_prod_langchain,
     "llamaindex": _rerank_prod_llamaindex,
     "langchain-crossencoder": _langchain_cross_encoder,

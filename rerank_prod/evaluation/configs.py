@@ -11,6 +11,10 @@ A configuration is a dict; every `Reranker` setting is reachable from it:
      "timeout_s": 2.0, "fallback": {"type": "cross-encoder", "model": "smaller-model"},
      "top_n": null, "score_threshold": null}
 
+A scorer table with `chunk = "max"` (or "first", "mean"; options `chunk_window`, `chunk_overlap`,
+`chunk_max`) scores long texts as overlapping windows (`ChunkedScorer`). A file written by
+`rerank-prod tune` is such a configuration file too (`--config tuned.json`).
+
 Scorers and cache backends are built by name from small registries (`SCORERS`, `CACHE_BACKENDS`):
 every scorer and backend of the core is there, and your own plugs in with
 `register_scorer("mine", lambda **options: MyScorer(**options))` (or `register_cache_backend`), usable
@@ -44,6 +48,7 @@ from rerank_prod.scoring import (
     SentenceTransformerEmbeddingScorer,
     TEIScorer,
 )
+from rerank_prod.scoring.chunked import ChunkedScorer
 from rerank_prod.semantic_cache import SemanticCache
 
 Spec = dict[str, Any]
@@ -122,8 +127,28 @@ def _registered(
     return _construct(f"{kind} {type_name!r}", registry[type_name], options)
 
 
+CHUNKING_OPTIONS = {
+    "chunk": "aggregate",
+    "chunk_window": "window_tokens",
+    "chunk_overlap": "overlap_tokens",
+    "chunk_max": "max_chunks",
+}
+"""Scorer-table options that wrap the scorer in a `ChunkedScorer` (long documents scored as windows):
+`chunk` = "max" / "first" / "mean" (or true for "max") turns it on; the others set its options."""
+
+
 def build_scorer(spec: Mapping[str, Any]) -> Scorer:
-    return _registered("scorer", SCORERS, spec, "type", "cross-encoder")
+    """The scorer a scorer table names; with `chunk=...` it is wrapped in a `ChunkedScorer`."""
+    options = dict(spec)
+    chunking = {CHUNKING_OPTIONS[key]: options.pop(key) for key in list(options) if key in CHUNKING_OPTIONS}
+    scorer: Scorer = _registered("scorer", SCORERS, options, "type", "cross-encoder")
+    aggregate = chunking.pop("aggregate", False)
+    if aggregate in (False, None):
+        if chunking:
+            raise EvalInputError(f"scorer options {sorted(chunking)} need chunk=max|first|mean")
+        return scorer
+    chunking["aggregate"] = "max" if aggregate is True else aggregate
+    return _construct("chunked scorer", lambda **kw: ChunkedScorer(scorer, **kw), chunking)
 
 
 def _options(value: Any) -> dict[str, Any] | None:
@@ -143,9 +168,9 @@ def _semantic_cache(options: dict[str, Any]) -> SemanticCache:
     return _construct("semantic_cache", lambda **kw: SemanticCache(backend, **kw), options)
 
 
-def build_reranker(spec: Spec) -> Reranker:
-    """A `Reranker` from a configuration checked by `normalize_spec`. The cheap parts are built
-    first, so a mistake in them is reported before any model loads."""
+def build_settings(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Every `Reranker` keyword setting a configuration names (fusion, gate, caches, budgets,
+    fallback, top_n, score_threshold), built; the primary scorer is not among them."""
     fusion, gate, result_cache, score_cache, semantic_cache, fallback = (
         _options(spec.get(key))
         for key in ("fusion", "gate", "result_cache", "score_cache", "semantic_cache", "fallback")
@@ -159,8 +184,16 @@ def build_reranker(spec: Spec) -> Reranker:
     }
     settings["semantic_cache"] = None if semantic_cache is None else _semantic_cache(semantic_cache)
     settings["fallback_scorer"] = None if fallback is None else build_scorer(fallback)
-    scorer = build_scorer(spec["scorer"])
-    return _construct(f"re-ranker {spec['name']!r}", lambda **kw: Reranker(scorer, **kw), settings)
+    return settings
+
+
+def build_reranker(spec: Spec, scorer: Scorer | None = None) -> Reranker:
+    """A `Reranker` from a configuration checked by `normalize_spec`, with `scorer` instead of the
+    configured one when given. The cheap parts are built first, so a mistake in them is reported
+    before any model loads."""
+    settings = build_settings(spec)
+    primary = build_scorer(spec["scorer"]) if scorer is None else scorer
+    return _construct(f"re-ranker {spec['name']!r}", lambda **kw: Reranker(primary, **kw), settings)
 
 
 def normalize_spec(raw: Mapping[str, Any], default_scorer: Mapping[str, Any], position: int) -> Spec:
@@ -195,6 +228,8 @@ def describe(spec: Spec) -> str:
     if fusion:
         weights = "/".join(str(fusion[w]) for w in ("rerank_weight", "retrieval_weight", "bm25_weight") if w in fusion)
         parts.append(f"{fusion.get('type', 'weighted')}{' ' + weights if weights else ''}")
+    if spec["scorer"].get("chunk"):
+        parts.append("chunked")
     if spec.get("gate"):
         parts.append("gated")
     if spec.get("result_cache") or spec.get("score_cache") or spec.get("semantic_cache"):
@@ -283,11 +318,16 @@ def default_specs() -> list[Spec]:
 
 
 def resolve_specs(
-    flag_specs: Sequence[str], config_file: str | Path | None, default_scorer: Mapping[str, Any]
+    flag_specs: Sequence[str],
+    config_file: str | Path | None,
+    default_scorer: Mapping[str, Any],
+    defaults: Sequence[Spec] | None = None,
 ) -> list[Spec]:
-    """Configurations from the file, then the flags; the defaults when neither gives any."""
+    """Configurations from the file, then the flags; `defaults` (`default_specs()` when None) when
+    neither gives any."""
     raw = (load_config_file(config_file) if config_file else []) + [parse_flag_spec(s) for s in flag_specs]
-    specs = [normalize_spec(r, default_scorer, i + 1) for i, r in enumerate(raw or default_specs())]
+    chosen = raw or list(default_specs() if defaults is None else defaults)
+    specs = [normalize_spec(r, default_scorer, i + 1) for i, r in enumerate(chosen)]
     names = [s["name"] for s in specs]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:

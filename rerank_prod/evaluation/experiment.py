@@ -47,6 +47,8 @@ class EvalOptions:
     sweep_scale: GateScale = "normalized"
     sweep_config: str | None = None
     plot: bool = True
+    ray_actors: int | None = None
+    """Re-rank on a Ray actor pool of this many actors (`rerank_prod.batch`); None: in this process."""
 
 
 def verdict(ndcg5_gain: float, p95_ms: float | None) -> str:
@@ -175,13 +177,13 @@ def run_eval(options: EvalOptions) -> dict[str, Any]:
         dataset, query_ids, options.top_k, run_file=options.run_file, k1=options.bm25_k1, b=options.bm25_b
     )
     candidates = candidate_sets(dataset, first_stage)
-    runs = run_configs(
-        options.specs,
-        {q: dataset.queries[q] for q in query_ids},
-        candidates,
-        replay=options.replay,
-        progress=options.progress,
-    )
+    queries = {q: dataset.queries[q] for q in query_ids}
+    if options.ray_actors is None:
+        runs = run_configs(options.specs, queries, candidates, replay=options.replay, progress=options.progress)
+    else:
+        from rerank_prod.batch.evaluation import run_configs_on_ray
+
+        runs = run_configs_on_ray(options.specs, queries, candidates, actors=options.ray_actors)
 
     ks = sorted(set(options.ks) | set(VERDICT_CUTOFFS))
     qrels = {qid: dataset.qrels[qid] for qid in query_ids}
@@ -203,7 +205,8 @@ def run_eval(options: EvalOptions) -> dict[str, Any]:
             "first_stage": stage_name,
             "top_k": options.top_k,
             "ks": ks,
-            "replay": options.replay,
+            "replay": options.replay and options.ray_actors is None,
+            "ray_actors": options.ray_actors,
             "python": platform.python_version(),
             "machine": platform.machine(),
             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),

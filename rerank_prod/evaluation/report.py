@@ -307,3 +307,54 @@ def bench_sections(report: dict[str, Any], *, markdown: bool = False) -> str:
             "",
         ]
     return "\n".join(parts)
+
+
+def _tune_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
+    return [
+        [row["config"], number(row["ndcg@10"]), number(row["mean_latency_ms"], 1), percent(row["skip_rate"])]
+        for row in rows
+    ]
+
+
+def tune_markdown(report: dict[str, Any], *, markdown: bool = True) -> str:
+    """`rerank-prod tune`'s report: the choice, its cross-validated estimate, the best of the grid,
+    and (when run) the held-out comparison."""
+    settings, cv = report["settings"], report["cross_validated"]
+    header = ["configuration", "NDCG@10", "mean ms", "gate skip"]
+    lines = [
+        "# rerank-prod tune" if markdown else "rerank-prod tune",
+        "",
+        f"Tuned on {Path(settings['dataset']).name} [{settings['split']}], {settings['queries']} queries"
+        + (f" (sample, seed {settings['seed']})" if settings.get("sample") else "")
+        + f", {settings['first_stage']} top-{settings['top_k']} (NDCG@10 {settings['first_stage_ndcg@10']:.4f}); "
+        f"{settings['configurations']} configurations, {settings['folds']}-fold cross-validation, "
+        f"max NDCG loss for a cheaper choice {settings['max_ndcg_loss']}.",
+        "",
+        render_table(header, _tune_rows([report["chosen"], report["default"]]), markdown=markdown),
+        "",
+        f"Cross-validated NDCG@10 of the tuning procedure: {cv['tuned']['ndcg@10']:.4f} "
+        f"(default 50/50: {cv['default']['ndcg@10']:.4f}); picks per fold: {'; '.join(cv['tuned']['picks'])}",
+        "",
+        "Best of the grid on all tuning queries (optimistic: chosen and scored on the same queries):",
+        "",
+        render_table(header, _tune_rows(report["top"]), markdown=markdown),
+    ]
+    held_out = report.get("held_out")
+    if held_out:
+        rows = [
+            [
+                system["name"],
+                number(system["ndcg@10"]),
+                "-" if not system["latency_ms"] else number(system["latency_ms"]["mean"], 1),
+                "-" if not system["latency_ms"] else number(system["latency_ms"]["p95"], 1),
+                percent(system["gate_skip"]),
+            ]
+            for system in held_out["systems"]
+        ]
+        lines += [
+            "",
+            f"Held out: {held_out['split']} split, {held_out['queries']} queries (never seen by the tuning):",
+            "",
+            render_table(["system", "NDCG@10", "mean ms", "p95 ms", "gate skip"], rows, markdown=markdown),
+        ]
+    return "\n".join(lines) + "\n"

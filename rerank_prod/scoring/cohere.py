@@ -7,12 +7,12 @@ ones.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from rerank_prod.deadline import Deadline
 from rerank_prod.resilience import CircuitBreaker, MalformedResponse, RetryPolicy
+from rerank_prod.scoring.bounded_http import DEFAULT_MAX_RESPONSE_BYTES, bounded_transports, check_max_response_bytes
 from rerank_prod.scoring.dependencies import require_extra
 from rerank_prod.scoring.remote import (
     PerEventLoop,
@@ -39,6 +39,8 @@ class CohereScorer(RemoteScorer):
       score 0.0, the bottom of its scale, so they follow every returned one in retriever order;
       such scores depend on the whole candidate list, so they are not cached per pair.
     - `max_tokens_per_doc`: truncation length on Cohere's side (Cohere's default is 4096).
+    - `request_timeout_s`: total time of one request, capped by what is left of the call's budget;
+      `max_response_bytes` (default 4 MiB): a larger answer is refused unread.
     """
 
     def __init__(
@@ -50,12 +52,14 @@ class CohereScorer(RemoteScorer):
         top_n: int | None = None,
         max_tokens_per_doc: int | None = None,
         request_timeout_s: float | None = 10.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         retry: RetryPolicy | None = None,
         circuit_breaker: CircuitBreaker | None = None,
     ) -> None:
         require_extra("cohere", "CohereScorer", "cohere")
         require_extra("tenacity", "CohereScorer", "cohere")
         import cohere
+        import httpx
 
         super().__init__(request_timeout_s=request_timeout_s, retry=retry, circuit_breaker=circuit_breaker)
         self.model = check_text("model", model)
@@ -76,8 +80,21 @@ class CohereScorer(RemoteScorer):
         }
         if self.base_url is not None:
             settings["base_url"] = self.base_url
-        self._client = cohere.ClientV2(**settings)
-        self._aclients = PerEventLoop(functools.partial(cohere.AsyncClientV2, **settings))
+        self.max_response_bytes = check_max_response_bytes(max_response_bytes)
+        transport, async_transport = bounded_transports(httpx)
+        self._client = cohere.ClientV2(
+            httpx_client=httpx.Client(transport=transport(self.max_response_bytes), timeout=request_timeout_s),
+            **settings,
+        )
+        self._aclients = PerEventLoop(
+            lambda: cohere.AsyncClientV2(
+                httpx_client=httpx.AsyncClient(
+                    transport=async_transport(self.max_response_bytes), timeout=request_timeout_s
+                ),
+                **settings,
+            ),
+            lambda client: cast(Any, client).__aexit__(None, None, None),  # the SDK's public way to close it
+        )
         self.independent_scores = self.top_n is None
 
     @property

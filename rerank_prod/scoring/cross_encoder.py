@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from rerank_prod.deadline import Deadline
+from rerank_prod.engine import ScoringEngine, default_workers
 from rerank_prod.scoring.base import LocalScorer, checked_scores
 from rerank_prod.scoring.dependencies import load_sentence_transformers_model
+from rerank_prod.scoring.precision import Precision, check_precision
 from rerank_prod.validation import check_int, check_text
 
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
@@ -15,12 +19,31 @@ Activation = Literal["default", "sigmoid", "identity"]
 _ACTIVATIONS: tuple[str, ...] = ("default", "sigmoid", "identity")
 
 
+_ENGINES: dict[tuple[int, str, int], ScoringEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
 class CrossEncoderScorer(LocalScorer):
     """Scores pairs with a cross-encoder, loaded once at construction and reused.
 
     `activation`: "default" keeps the model's own (sigmoid for one-logit models), "sigmoid"
     forces probabilities, "identity" returns raw logits (pair with sigmoid normalization in fusion).
+
+    `precision`: "auto" (bf16 on CPUs with bf16 matrix units, AMX-BF16 or AVX512-BF16; bf16/fp16
+    on CUDA; fp32 otherwise), "fp32", "bf16" or "fp16". `self.precision` says what was chosen and
+    is part of `identity`, so caches never mix scores of different precisions. fp32 runs the model
+    unchanged: the scores `CrossEncoder.predict` gives when a call's pairs form one forward pass
+    (chunks and batches shared with other callers change the padding: differences of ~1e-7).
+
+    All scorers of one model in the process share one `ScoringEngine` (`self.engine`): a bounded
+    queue, micro-batches across callers, deadline-checked chunks of at most `max_chunk_s`, and
+    requests refused at once when their budget cannot be met (`ScoringShed`) or cut at their
+    deadline (`PartialScores`, the first k texts scored). `score`/`ascore` honour `deadline`
+    themselves: they return by it, never more than a chunk of work runs past it. The engine's
+    settings (`max_chunk_s`) are those of the first scorer built for the model.
     """
+
+    honours_deadline = True
 
     def __init__(
         self,
@@ -30,7 +53,9 @@ class CrossEncoderScorer(LocalScorer):
         batch_size: int = 32,
         max_length: int | None = None,
         activation: Activation = "default",
+        precision: Precision = "auto",
         trust_remote_code: bool = False,
+        max_chunk_s: float = 0.1,
     ) -> None:
         check_text("model_name_or_path", model_name_or_path)
         check_int("batch_size", batch_size)
@@ -42,7 +67,8 @@ class CrossEncoderScorer(LocalScorer):
         self.batch_size = batch_size
         self.max_length = max_length
         self.activation = activation
-        self._model = load_sentence_transformers_model(
+        check_precision(precision)
+        self._model, self.precision = load_sentence_transformers_model(
             "CrossEncoder",
             model_name_or_path,
             needed_by="CrossEncoderScorer",
@@ -50,8 +76,42 @@ class CrossEncoderScorer(LocalScorer):
             device=device,
             max_length=max_length,
             trust_remote_code=trust_remote_code,
+            precision=precision,
         )
         self._activation_fn = self._resolve_activation(activation)
+        self.engine = self._engine(max_chunk_s)
+
+    def _engine(self, max_chunk_s: float) -> ScoringEngine:
+        """The engine of this model with this activation and batch size, made by the first scorer."""
+        key = (id(self._model), self.activation, self.batch_size)
+        with _ENGINES_LOCK:
+            engine = _ENGINES.get(key)
+            if engine is None:
+                import torch
+
+                engine = ScoringEngine(
+                    functools.partial(self._predict, self._model, self._activation_fn, self.batch_size, self.name),
+                    name=self.name,
+                    workers=default_workers(torch.get_num_threads()),
+                    max_batch_pairs=self.batch_size,
+                    max_chunk_s=max_chunk_s,
+                    unit_cap=int(self._model.max_seq_length) * 6,  # ~characters per token, generously
+                )
+                _ENGINES[key] = engine
+            return engine
+
+    @staticmethod
+    def _predict(
+        model: Any, activation_fn: Any, batch_size: int, name: str, pairs: list[tuple[str, str]]
+    ) -> list[float]:
+        raw = model.predict(
+            pairs,
+            batch_size=batch_size,
+            show_progress_bar=False,
+            activation_fn=activation_fn,
+            convert_to_numpy=True,
+        )
+        return checked_scores(raw.tolist(), len(pairs), name)
 
     @staticmethod
     def _resolve_activation(activation: Activation) -> Any:
@@ -70,19 +130,19 @@ class CrossEncoderScorer(LocalScorer):
         return (
             f"cross-encoder:{self.model_name_or_path}"
             f"|max_length={self._model.max_seq_length}|activation={self.activation}"
+            + ("" if self.precision == "fp32" else f"|precision={self.precision}")
         )
 
     def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
-        if not texts:
-            return []
-        raw = self._model.predict(
-            [(query, text) for text in texts],
-            batch_size=self.batch_size,
-            show_progress_bar=False,
-            activation_fn=self._activation_fn,
-            convert_to_numpy=True,
-        )
-        return checked_scores(raw.tolist(), len(texts), self.name)
+        """Scores through the shared engine; see the class docstring for what `deadline` does."""
+        return self.engine.score(query, texts, deadline)
+
+    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+        """`score` without a thread hop: the engine's worker wakes the event loop when done."""
+        return await self.engine.ascore(query, texts, deadline)
 
     def __repr__(self) -> str:
-        return f"CrossEncoderScorer({self.model_name_or_path!r}, activation={self.activation!r})"
+        return (
+            f"CrossEncoderScorer({self.model_name_or_path!r}, activation={self.activation!r}, "
+            f"precision={self.precision!r})"
+        )

@@ -20,6 +20,7 @@ from rerank_prod.resilience import CircuitBreaker, MalformedResponse, RetryPolic
 from rerank_prod.scoring.base import LocalScorer
 from rerank_prod.scoring.dependencies import load_sentence_transformers_model
 from rerank_prod.scoring.openai_clients import openai_clients
+from rerank_prod.scoring.precision import Precision, check_precision
 from rerank_prod.scoring.remote import (
     RemoteScorer,
     arun_bounded,
@@ -54,7 +55,8 @@ class SentenceTransformerEmbeddingScorer(LocalScorer):
     """Cosine similarity with a local sentence-transformers bi-encoder (e.g. all-MiniLM-L6-v2).
 
     `query_prompt` / `document_prompt` are prepended for models trained with them
-    (e5: "query: " / "passage: ").
+    (e5: "query: " / "passage: "). `precision`: as for `CrossEncoderScorer` ("auto": bf16 where
+    the CPU has bf16 matrix units); the one chosen is `self.precision`, part of `identity`.
     """
 
     def __init__(
@@ -65,19 +67,21 @@ class SentenceTransformerEmbeddingScorer(LocalScorer):
         batch_size: int = 32,
         query_prompt: str | None = None,
         document_prompt: str | None = None,
+        precision: Precision = "auto",
         trust_remote_code: bool = False,
     ) -> None:
         self.model_name_or_path = check_text("model_name_or_path", model_name_or_path)
         self.batch_size = check_int("batch_size", batch_size)
         self.query_prompt = _optional_text("query_prompt", query_prompt)
         self.document_prompt = _optional_text("document_prompt", document_prompt)
-        self._model = load_sentence_transformers_model(
+        self._model, self.precision = load_sentence_transformers_model(
             "SentenceTransformer",
             model_name_or_path,
             needed_by="SentenceTransformerEmbeddingScorer",
             extra="embedding",
             device=device,
             trust_remote_code=trust_remote_code,
+            precision=check_precision(precision),
         )
 
     @property
@@ -89,6 +93,7 @@ class SentenceTransformerEmbeddingScorer(LocalScorer):
         return (
             f"embedding:{self.model_name_or_path}|max_length={self._model.max_seq_length}"
             f"|query_prompt={self.query_prompt!r}|document_prompt={self.document_prompt!r}"
+            + ("" if self.precision == "fp32" else f"|precision={self.precision}")
         )
 
     def _encode(self, texts: Sequence[str], prompt: str | None) -> np.ndarray:
@@ -111,6 +116,8 @@ class OpenAIEmbeddingScorer(RemoteScorer):
 
     Query and passages are embedded together, split into requests of at most `max_batch_size`
     inputs sent up to `max_concurrency` at a time. `dimensions` shortens text-embedding-3 vectors.
+    `request_timeout_s` is the total time of one request; `max_response_bytes` (default 32 MiB,
+    about 1,000 inputs of 1,536 floats as JSON) refuses larger answers unread.
     """
 
     def __init__(
@@ -123,6 +130,7 @@ class OpenAIEmbeddingScorer(RemoteScorer):
         max_batch_size: int = OPENAI_MAX_INPUTS,
         max_concurrency: int = 4,
         request_timeout_s: float | None = 10.0,
+        max_response_bytes: int = 32 * 2**20,
         retry: RetryPolicy | None = None,
         circuit_breaker: CircuitBreaker | None = None,
     ) -> None:
@@ -132,7 +140,7 @@ class OpenAIEmbeddingScorer(RemoteScorer):
         self.max_batch_size = check_int("max_batch_size", max_batch_size)
         self.max_concurrency = check_int("max_concurrency", max_concurrency)
         self.base_url, self._client, self._aclients = openai_clients(
-            "OpenAIEmbeddingScorer", api_key, base_url, request_timeout_s
+            "OpenAIEmbeddingScorer", api_key, base_url, request_timeout_s, max_response_bytes
         )
         self._executor = concurrent.futures.ThreadPoolExecutor(self.max_concurrency, "rerank-prod-embed")
 

@@ -8,6 +8,7 @@ concurrently, each batch retried on its own.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import functools
 import re
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from rerank_prod.deadline import Deadline
 from rerank_prod.resilience import BackendHTTPError, CircuitBreaker, MalformedResponse, RetryPolicy, parse_retry_after
+from rerank_prod.scoring.bounded_http import DEFAULT_MAX_RESPONSE_BYTES, bounded_transports, check_max_response_bytes
 from rerank_prod.scoring.dependencies import require_extra
 from rerank_prod.scoring.remote import (
     PerEventLoop,
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 TEI_MAX_CLIENT_BATCH_SIZE = 32
+# Answers larger than this are parsed off the event loop.
+_PARSE_INLINE_BYTES = 256 * 1024
 # TEI's 422 when a request holds more texts than its --max-client-batch-size.
 _TEI_BATCH_LIMIT = re.compile(r"maximum allowed batch size (\d+)")
 
@@ -55,7 +59,9 @@ class ServerOptions(TypedDict, total=False):
     - `model`: the served model's name; names the scorer (cache keys, events) and is sent to
       servers that host several. `api_key`: sent as a bearer token (str or `SecretStr`).
     - `max_concurrency` (default 4): batches in flight at once, and pooled connections kept alive.
-    - `request_timeout_s` (default 10): per request, capped by what is left of the call's budget.
+    - `request_timeout_s` (default 10): total time of one request (however slowly the server
+      sends), capped by what is left of the call's budget.
+    - `max_response_bytes` (default 4 MiB): a larger answer is refused unread (`ResponseTooLarge`).
     - `retry` (default `RetryPolicy()`), `circuit_breaker` (default: a fresh `CircuitBreaker()`).
     """
 
@@ -63,6 +69,7 @@ class ServerOptions(TypedDict, total=False):
     api_key: Any
     max_concurrency: int
     request_timeout_s: float | None
+    max_response_bytes: int
     retry: RetryPolicy | None
     circuit_breaker: CircuitBreaker | None
 
@@ -81,6 +88,7 @@ class _HTTPRerankScorer(RemoteScorer):
         api_key: Any = None,
         max_concurrency: int = 4,
         request_timeout_s: float | None = 10.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         retry: RetryPolicy | None = None,
         circuit_breaker: CircuitBreaker | None = None,
     ) -> None:
@@ -98,15 +106,19 @@ class _HTTPRerankScorer(RemoteScorer):
         headers = {"Authorization": f"Bearer {key.reveal()}"} if key is not None else {}
         # Enough pooled connections for every concurrent batch, kept alive between calls.
         limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
+        self.max_response_bytes = check_max_response_bytes(max_response_bytes)
+        transport, async_transport = bounded_transports(httpx)
         settings: dict[str, Any] = {
             "base_url": self.base_url,
             "headers": headers,
-            "limits": limits,
             "timeout": request_timeout_s,
             "follow_redirects": False,
         }
-        self._client = httpx.Client(**settings)
-        self._aclients = PerEventLoop(functools.partial(httpx.AsyncClient, **settings))
+        self._client = httpx.Client(transport=transport(self.max_response_bytes, limits=limits), **settings)
+        self._aclients = PerEventLoop(
+            lambda: httpx.AsyncClient(transport=async_transport(self.max_response_bytes, limits=limits), **settings),
+            lambda client: client.aclose(),
+        )
         self._executor = concurrent.futures.ThreadPoolExecutor(self.max_concurrency, "rerank-prod-http")
 
     # --- what differs between servers ------------------------------------------------------------
@@ -160,6 +172,8 @@ class _HTTPRerankScorer(RemoteScorer):
 
         async def attempt(timeout_s: float | None) -> list[float]:
             response = await self._aclients.get().post(self._endpoint, json=payload, timeout=timeout_s)
+            if len(response.content) > _PARSE_INLINE_BYTES:  # parsing must not hold up the event loop
+                return await asyncio.to_thread(self._scores_from, response, len(texts))
             return self._scores_from(response, len(texts))
 
         return await self._caller.acall(attempt, deadline)

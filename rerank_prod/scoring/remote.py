@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 from rerank_prod.deadline import Deadline
+from rerank_prod.redaction import masking_secrets, register_secret
 from rerank_prod.resilience import CircuitBreaker, MalformedResponse, ResilientCaller, RetryPolicy
 from rerank_prod.types import as_finite_float
 from rerank_prod.validation import check_text
@@ -27,7 +29,8 @@ class _SecretLike(Protocol):
 
 
 class ApiKey:
-    """An API key that prints as asterisks in reprs, logs and exceptions."""
+    """An API key that prints as asterisks in reprs, logs and exceptions, and is masked in any
+    message the product logs or raises, even when a server echoes it (`rerank_prod.redaction`)."""
 
     __slots__ = ("_value",)
 
@@ -35,6 +38,7 @@ class ApiKey:
         if not isinstance(value, str) or not value.strip():
             raise ValueError("an API key must be a non-empty string")
         self._value = value
+        register_secret(value)
 
     def reveal(self) -> str:
         """The key itself: only for handing to a client library."""
@@ -144,15 +148,16 @@ class RemoteScorer:
         return self._caller.request_timeout_s
 
     def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+        """Scores under the breaker; a failure's message never holds a configured secret."""
         if not texts:
             return []
-        with self.circuit_breaker.guard(deadline):
+        with masking_secrets(), self.circuit_breaker.guard(deadline):
             return self._score(query, texts, deadline)
 
     async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
         if not texts:
             return []
-        with self.circuit_breaker.guard(deadline):
+        with masking_secrets(), self.circuit_breaker.guard(deadline):
             return await self._ascore(query, texts, deadline)
 
     def _score(self, query: str, texts: Sequence[str], deadline: Deadline | None) -> list[float]:
@@ -163,38 +168,57 @@ class RemoteScorer:
 
 
 class PerEventLoop(Generic[T]):
-    """One async client per running event loop, made on first use in that loop.
+    """One async client per running event loop, made on first use in that loop, closed with it.
 
     Async HTTP clients hold pooled connections bound to the loop that opened them; reused under a
     later loop (a second `asyncio.run`, a test per loop) they fail with "Event loop is closed".
-    Clients of loops that have closed are dropped (their connections died with the loop).
+    Each client is closed (`aclose(client)`) while its loop shuts down: a small async generator
+    registered with the loop is finalised by `asyncio.run`'s `shutdown_asyncgens`, which awaits
+    the close. Clients of loops closed without that step are only dropped.
     """
 
-    def __init__(self, factory: Callable[[], T]) -> None:
+    def __init__(self, factory: Callable[[], T], aclose: Callable[[T], Awaitable[object]]) -> None:
         self._factory = factory
-        self._by_loop: dict[asyncio.AbstractEventLoop, T] = {}
+        self._aclose = aclose
+        self._by_loop: dict[asyncio.AbstractEventLoop, tuple[T, AsyncIterator[None]]] = {}
         self._lock = threading.Lock()
 
     def get(self) -> T:
         loop = asyncio.get_running_loop()
         with self._lock:
-            client = self._by_loop.get(loop)
-            if client is None:
-                self._by_loop = {other: kept for other, kept in self._by_loop.items() if not other.is_closed()}
-                client = self._by_loop[loop] = self._factory()
-            return client
+            entry = self._by_loop.get(loop)
+            if entry is not None:
+                return entry[0]
+            self._by_loop = {other: kept for other, kept in self._by_loop.items() if not other.is_closed()}
+            client = self._factory()
+            closer = self._closed_with_loop(loop, client)
+            self._by_loop[loop] = (client, closer)
+        # Runs the generator to its `yield` (which registers it with the loop) on the next tick.
+        asyncio.ensure_future(anext(closer, None))
+        return client
+
+    async def _closed_with_loop(self, loop: asyncio.AbstractEventLoop, client: T) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._by_loop.get(loop, (None,))[0] is client:
+                    del self._by_loop[loop]
+            await self._aclose(client)
 
     def pop(self) -> T | None:
         """Forget this loop's client (if any) and hand it over, e.g. to close it."""
         with self._lock:
-            return self._by_loop.pop(asyncio.get_running_loop(), None)
+            entry = self._by_loop.pop(asyncio.get_running_loop(), None)
+        return None if entry is None else entry[0]
 
 
 def run_bounded(tasks: Sequence[Callable[[], T]], executor: concurrent.futures.ThreadPoolExecutor) -> list[T]:
-    """Run `tasks` on `executor` (its size is the bound); the first failure cancels what has not started."""
+    """Run `tasks` on `executor` (its size is the bound); the first failure cancels what has not started.
+    Each task runs in a copy of the caller's context (so `capture_score_details` sees what it records)."""
     if len(tasks) == 1:
         return [tasks[0]()]
-    futures = [executor.submit(task) for task in tasks]
+    futures = [executor.submit(contextvars.copy_context().run, task) for task in tasks]
     try:
         return [future.result() for future in futures]
     finally:

@@ -1,0 +1,367 @@
+"""One scoring engine per local model, shared by every caller in the process.
+
+Why: a thread per call lets N callers start N forward passes that fight for 2 cores, so none of
+them finishes within its budget and the work of callers that gave up keeps running. The engine
+instead owns a fixed set of worker threads (as many as the cores allow with torch's intra-op
+threads), takes requests into a bounded queue, and computes micro-batches of pairs that may mix
+several callers' requests (waiting a few ms for more). Each request is scored in retriever order,
+one chunk at a time; before every chunk the engine drops requests whose callers left or whose
+deadline the chunk would miss. A request that cannot be served within its budget, by the measured
+service time (an EWMA of seconds per unit of text) and the work queued ahead of it, is refused at
+once (`ScoringShed`) so the caller can fall back while it still has time. A caller whose deadline
+ends mid-way gets the scores done so far (`PartialScores`), never waits for the chunk in flight,
+and callers are woken by the workers themselves: no thread of the caller's event loop is involved,
+so `asyncio.run` never waits for abandoned work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import contextlib
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from rerank_prod.deadline import Deadline
+from rerank_prod.errors import PartialScores, ScorerError, ScoringShed, ScoringTimeout
+from rerank_prod.validation import check_int, check_number
+
+Pair = tuple[str, str]
+Compute = Callable[[list[Pair]], Sequence[float]]
+
+_EWMA_WEIGHT = 0.3  # of the newest batch in the seconds-per-unit estimate
+_CALIBRATION_PAIRS = 4  # the first batch, before anything is measured, stays this small
+_LIVE: weakref.WeakSet[ScoringEngine] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Let each worker finish its chunk before the interpreter exits (a daemon thread killed inside a
+    torch kernel aborts the process)."""
+    for engine in list(_LIVE):
+        engine.close()
+
+
+def default_workers(intra_op_threads: int) -> int:
+    """Concurrent forward passes the machine has cores for: usable cores / threads each pass uses."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, intra_op_threads))
+
+
+@dataclass(eq=False)
+class _Request:
+    pairs: list[Pair]
+    units: list[float]
+    deadline: Deadline | None
+    submitted: float
+    wake: Callable[[], None]
+    scores: list[float | None] = field(init=False)
+    handed_out: int = 0
+    done: int = 0
+    abandoned: bool = False
+    failure: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self.scores = [None] * len(self.pairs)
+
+    @property
+    def finished(self) -> bool:
+        return self.failure is not None or self.done == len(self.pairs)
+
+    def prefix(self) -> list[float]:
+        """The scores done so far in retriever order (a chunk finishing early leaves no gap)."""
+        prefix: list[float] = []
+        for score in self.scores:
+            if score is None:
+                break
+            prefix.append(score)
+        return prefix
+
+
+class ScoringEngine:
+    """Scores (query, text) pairs for many callers with `compute`, run by the engine's own workers.
+
+    - `compute(pairs)`: one forward pass; one finite float per pair, in order.
+    - `workers`: concurrent computations (default: cores / torch intra-op threads).
+    - `max_batch_pairs`: the most pairs in one forward pass (a chunk).
+    - `max_chunk_s`: a chunk holding a request with a deadline is cut so that its estimated time
+      stays below this: the most any work runs past a caller's deadline. Requests without a
+      deadline go in full batches, so the same call gives the same batches and the same scores.
+    - `batch_wait_s`: how long a worker waits for more pairs before a batch that is not full.
+    - `max_queued_pairs`: bound of the queue; beyond it requests are shed.
+    - `unit_cap`: text length (characters of query + text) beyond which a pair costs no more
+      (the model truncates): the unit of the service-time estimate.
+
+    Thread-safe. Workers are daemon threads that live until `close()` (called at interpreter exit).
+    """
+
+    def __init__(
+        self,
+        compute: Compute,
+        *,
+        name: str,
+        workers: int = 1,
+        max_batch_pairs: int = 32,
+        max_chunk_s: float = 0.05,
+        batch_wait_s: float = 0.003,
+        max_queued_pairs: int = 4096,
+        unit_cap: int = 2048,
+    ) -> None:
+        self.name = name
+        self.workers = check_int("workers", workers)
+        self.max_batch_pairs = check_int("max_batch_pairs", max_batch_pairs)
+        self.max_chunk_s = check_number("max_chunk_s", max_chunk_s)
+        self.batch_wait_s = check_number("batch_wait_s", batch_wait_s, allow_zero=True)
+        self.max_queued_pairs = check_int("max_queued_pairs", max_queued_pairs)
+        self.unit_cap = check_int("unit_cap", unit_cap)
+        self._compute = compute
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._queued_units = 0.0
+        self._in_flight_units = 0.0
+        self._seconds_per_unit: float | None = None
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._closing = False
+        self._threads = [
+            threading.Thread(target=self._run, name=f"rerank-prod-engine-{i}", daemon=True) for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+        _LIVE.add(self)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the workers after their current chunk; queued requests fail with `ScorerError`."""
+        with self._lock:
+            self._closing = True
+            queued = list(self._queue)
+            for request in queued:
+                request.failure = ScorerError(f"{self.name}: the scoring engine is closed")
+                self._drop(request)
+            self._work.notify_all()
+        for request in queued:
+            request.wake()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout_s)
+
+    # --- callers ---------------------------------------------------------------------------------
+
+    def score(self, query: str, texts: Sequence[str], deadline: Deadline | None = None) -> list[float]:
+        """Scores for all `texts`, in order, computed by the engine's workers.
+
+        Raises `ScoringShed` when the request cannot be served within `deadline` (refused before any
+        work), `PartialScores` (carrying the scores of the first k texts) or `ScoringTimeout` (none
+        scored) when the deadline ends first, and `ScorerError` when the model failed."""
+        if not texts:
+            return []
+        woken = threading.Event()
+        request = self._submit(query, texts, deadline, woken.set)
+        woken.wait(None if deadline is None else deadline.remaining())
+        return self._outcome(request)
+
+    async def ascore(self, query: str, texts: Sequence[str], deadline: Deadline | None = None) -> list[float]:
+        """`score` for coroutines: the loop is woken by the worker (`call_soon_threadsafe`), never
+        blocked, and a cancelled or timed-out caller leaves nothing for the loop to wait for."""
+        if not texts:
+            return []
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(woken.set)
+
+        request = self._submit(query, texts, deadline, wake)
+        try:
+            await asyncio.wait_for(woken.wait(), None if deadline is None else deadline.remaining())
+        except (asyncio.TimeoutError, TimeoutError):
+            pass
+        except BaseException:
+            self._abandon(request)
+            raise
+        return self._outcome(request)
+
+    def snapshot(self) -> dict[str, float | int | None]:
+        """Counters (requests served, partial, timed out, shed, pairs scored, pairs wasted past a
+        deadline), the queue and the service-time estimate, for metrics and benchmarks."""
+        with self._lock:
+            return {
+                **{key: self._counts[key] for key in ("served", "partial", "timeout", "shed", "pairs", "wasted_pairs")},
+                "queued_requests": len(self._queue),
+                "queued_units": self._queued_units,
+                "seconds_per_unit": self._seconds_per_unit,
+            }
+
+    # --- admission and outcome -------------------------------------------------------------------
+
+    def _units(self, query: str, text: str) -> float:
+        return float(min(len(query) + len(text), self.unit_cap) + 16)  # +16: special tokens, per-pair overhead
+
+    def _submit(
+        self, query: str, texts: Sequence[str], deadline: Deadline | None, wake: Callable[[], None]
+    ) -> _Request:
+        pairs = [(query, text) for text in texts]
+        units = [self._units(query, text) for text in texts]
+        request = _Request(pairs, units, deadline, time.monotonic(), wake)
+        with self._lock:
+            queued_pairs = sum(len(r.pairs) - r.handed_out for r in self._queue)
+            if queued_pairs + len(pairs) > self.max_queued_pairs:
+                self._counts["shed"] += 1
+                raise ScoringShed("shed by the engine: queue full")
+            if self._closing:
+                raise ScorerError(f"{self.name}: the scoring engine is closed")
+            if deadline is not None:
+                self._admit_within(deadline, units)
+            self._queue.append(request)
+            self._queued_units += sum(units)
+            self._work.notify()
+        return request
+
+    def _admit_within(self, deadline: Deadline, units: list[float]) -> None:
+        """Refuse (with the lock held) what cannot be served before `deadline`: a request that fits
+        its budget alone must fit behind the queue; one too big for it must at least get a first chunk."""
+        per_unit = self._seconds_per_unit
+        if per_unit is None:
+            return  # nothing measured yet: admit, the first batch gives the estimate
+        remaining = deadline.remaining()
+        ahead = (self._queued_units + self._in_flight_units) * per_unit / self.workers
+        own = sum(units) * per_unit
+        first_chunk = min(own, self.max_chunk_s)
+        needed = ahead + (own if own <= remaining else first_chunk)
+        if needed > remaining:
+            self._counts["shed"] += 1
+            raise ScoringShed("shed by the engine: the work queued ahead would not let it finish within budget")
+
+    def _abandon(self, request: _Request) -> None:
+        with self._lock:
+            self._drop(request)
+
+    def _drop(self, request: _Request) -> None:
+        """Take `request` out of the queue (lock held): its remaining pairs are never computed."""
+        if request.abandoned:
+            return
+        request.abandoned = True
+        if request in self._queue:
+            self._queue.remove(request)
+            self._queued_units -= sum(request.units[request.handed_out :])
+
+    def _outcome(self, request: _Request) -> list[float]:
+        with self._lock:
+            if request.failure is not None:
+                raise ScorerError(f"{self.name} failed: {type(request.failure).__name__}") from request.failure
+            if request.done == len(request.pairs):
+                self._counts["served"] += 1
+                return [score for score in request.scores if score is not None]
+            self._drop(request)
+            prefix = request.prefix()
+        elapsed = time.monotonic() - request.submitted
+        with self._lock:
+            self._counts["partial" if prefix else "timeout"] += 1
+        if prefix:
+            raise PartialScores(prefix, len(request.pairs), elapsed)
+        raise ScoringTimeout("timeout before any pair was scored")
+
+    # --- workers ---------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            if not batch:
+                continue
+            started = time.monotonic()
+            try:
+                scores = list(self._compute([pair for request, index in batch for pair in [request.pairs[index]]]))
+                if len(scores) != len(batch):
+                    raise ScorerError(f"{self.name} returned {len(scores)} scores for {len(batch)} pairs")
+            except BaseException as failure:  # reported to every caller in the batch; the worker lives on
+                self._settle(batch, None, failure, 0.0)
+            else:
+                self._settle(batch, scores, None, time.monotonic() - started)
+
+    def _next_batch(self) -> list[tuple[_Request, int]] | None:
+        """Wait for work, then take up to a chunk of pairs from the head of the queue, skipping
+        requests whose callers left or whose deadline the chunk would miss (empty: all were skipped;
+        None: the engine is closing)."""
+        with self._lock:
+            while not self._queue and not self._closing:
+                self._work.wait()
+            if self._closing:
+                return None
+            if self.batch_wait_s and self._queued_pair_count() < self.max_batch_pairs:
+                self._work.wait_for(lambda: self._queued_pair_count() >= self.max_batch_pairs, self.batch_wait_s)
+            per_unit = self._seconds_per_unit or 0.0
+            most = self.max_batch_pairs if self._seconds_per_unit is not None else _CALIBRATION_PAIRS
+            batch: list[tuple[_Request, int]] = []
+            units, deadline_left, chunk_s = 0.0, float("inf"), float("inf")
+            for request in list(self._queue):
+                if request.deadline is not None:
+                    deadline_left = min(deadline_left, request.deadline.remaining())
+                    chunk_s = self.max_chunk_s
+                while request.handed_out < len(request.pairs) and len(batch) < most:
+                    cost = request.units[request.handed_out]
+                    # the first pair is bounded by the deadlines only, the others by the chunk time too
+                    limit = deadline_left if not batch else min(deadline_left, chunk_s)
+                    if (units + cost) * per_unit > limit:
+                        break
+                    batch.append((request, request.handed_out))
+                    request.handed_out += 1
+                    units += cost
+                if request.handed_out == len(request.pairs):
+                    self._queue.remove(request)
+                elif not batch:  # not even one of its pairs ends before its deadline: stop it now
+                    self._drop(request)
+                    request.wake()
+                    deadline_left = chunk_s = float("inf")
+                    continue
+                if request.handed_out < len(request.pairs) or len(batch) == most:
+                    break  # the chunk is full (pairs or time): the rest waits for the next one
+            self._queued_units -= units
+            self._in_flight_units += units
+            return batch
+
+    def _queued_pair_count(self) -> int:
+        return sum(len(request.pairs) - request.handed_out for request in self._queue)
+
+    def _settle(
+        self,
+        batch: list[tuple[_Request, int]],
+        scores: list[float] | None,
+        failure: BaseException | None,
+        elapsed: float,
+    ) -> None:
+        units = sum(request.units[index] for request, index in batch)
+        finished: list[_Request] = []
+        with self._lock:
+            self._in_flight_units -= units
+            if scores is not None and units:
+                observed = elapsed / units
+                previous = self._seconds_per_unit
+                self._seconds_per_unit = (
+                    observed if previous is None else (1 - _EWMA_WEIGHT) * previous + _EWMA_WEIGHT * observed
+                )
+            for position, (request, index) in enumerate(batch):
+                if failure is not None:
+                    if request.failure is None and not request.abandoned:
+                        request.failure = failure
+                        self._drop(request)
+                        finished.append(request)
+                    continue
+                assert scores is not None
+                self._counts["pairs"] += 1
+                if request.abandoned:
+                    self._counts["wasted_pairs"] += 1
+                    continue
+                request.scores[index] = float(scores[position])
+                request.done += 1
+                if request.done == len(request.pairs):
+                    finished.append(request)
+        for request in finished:
+            request.wake()

@@ -1,0 +1,332 @@
+"""The shared scoring engine: micro-batches, shedding, partial answers, deadlines under a caller storm.
+
+The engine is driven by a compute function that takes a fixed time per pair (a stand-in for a
+forward pass, so timings are predictable on a loaded machine); the cross-encoder tests at the end
+run the real fixture model through the same engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from rerank_prod import Reranker, SourceKind
+from rerank_prod.deadline import Deadline
+from rerank_prod.engine import ScoringEngine
+from rerank_prod.errors import PartialScores, ScorerError, ScoringShed, ScoringTimeout
+from rerank_prod.scoring.base import LocalScorer
+
+PER_PAIR_S = 0.01
+
+
+class Forward:
+    """Scores a pair by the number in its text, taking PER_PAIR_S per pair; records each batch."""
+
+    def __init__(self, per_pair_s: float = PER_PAIR_S, fail_on: str | None = None) -> None:
+        self.per_pair_s = per_pair_s
+        self.fail_on = fail_on
+        self.batches: list[list[tuple[str, str]]] = []
+
+    def __call__(self, pairs: list[tuple[str, str]]) -> list[float]:
+        self.batches.append(pairs)
+        time.sleep(self.per_pair_s * len(pairs))
+        if self.fail_on is not None and any(text == self.fail_on for _, text in pairs):
+            raise RuntimeError("model exploded")
+        return [float(text.split()[-1]) for _, text in pairs]
+
+
+class EngineScorer(LocalScorer):
+    """A local scorer served by a ScoringEngine, as CrossEncoderScorer is."""
+
+    honours_deadline = True
+
+    def __init__(self, engine: ScoringEngine) -> None:
+        self.engine = engine
+
+    name = "engine-test"
+    identity = "engine-test"
+
+    def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+        return self.engine.score(query, texts, deadline)
+
+    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+        return await self.engine.ascore(query, texts, deadline)
+
+
+def texts(n: int) -> list[str]:
+    return [f"passage {i}" for i in range(n)]
+
+
+def warmed(engine: ScoringEngine) -> ScoringEngine:
+    """An engine with a service-time estimate (it sheds only once it has measured something)."""
+    engine.score("warm-up", texts(4))
+    return engine
+
+
+def test_all_pairs_scored_in_order_without_deadline() -> None:
+    engine = ScoringEngine(Forward(per_pair_s=0.0), name="t", max_batch_pairs=8)
+    assert engine.score("q", texts(20)) == [float(i) for i in range(20)]
+    assert engine.score("q", []) == []
+
+
+def test_concurrent_callers_share_forward_passes() -> None:
+    forward = Forward(per_pair_s=0.002)
+    engine = ScoringEngine(forward, name="t", max_batch_pairs=16, batch_wait_s=0.02)
+    results: dict[int, list[float]] = {}
+
+    def call(i: int) -> None:
+        results[i] = engine.score(f"query {i}", texts(3))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert all(results[i] == [0.0, 1.0, 2.0] for i in range(8))
+    mixed = [batch for batch in forward.batches if len({query for query, _ in batch}) > 1]
+    assert mixed, "no forward pass held more than one caller's pairs"
+    assert max(len(batch) for batch in forward.batches) <= 16
+
+
+def test_deadline_mid_way_gives_the_first_k_scores_on_time() -> None:
+    forward = Forward()
+    engine = warmed(ScoringEngine(forward, name="t", max_batch_pairs=4, max_chunk_s=0.04))
+    started = time.monotonic()
+    with pytest.raises(PartialScores) as partial:
+        engine.score("q", texts(100), Deadline.after(0.15))
+    waited = time.monotonic() - started
+    assert waited < 0.15 + 0.03
+    scores = partial.value.scores
+    assert 1 <= len(scores) < 100 and scores == [float(i) for i in range(len(scores))]
+    assert partial.value.total == 100 and str(partial.value).startswith(f"partial: {len(scores)}/100 scored in")
+    time.sleep(0.2)  # the abandoned rest is never computed: at most the chunk in flight is wasted
+    snapshot = engine.snapshot()
+    assert snapshot["wasted_pairs"] is not None and snapshot["wasted_pairs"] <= 4
+    assert snapshot["queued_requests"] == 0 and snapshot["partial"] == 1
+
+
+def test_work_that_cannot_fit_the_budget_is_shed_at_once() -> None:
+    engine = warmed(ScoringEngine(Forward(), name="t", max_batch_pairs=8))
+    blocker = threading.Thread(target=engine.score, args=("busy", texts(60)))  # ~0.6 s of queued work
+    blocker.start()
+    time.sleep(0.02)
+    started = time.monotonic()
+    with pytest.raises(ScoringShed, match="shed by the engine: "):
+        engine.score("q", texts(10), Deadline.after(0.2))
+    assert time.monotonic() - started < 0.02
+    blocker.join(timeout=10)
+    assert engine.snapshot()["shed"] == 1
+    assert engine.score("q", texts(10), Deadline.after(0.5)) == [float(i) for i in range(10)]  # recovered
+
+
+def test_a_full_queue_sheds() -> None:
+    engine = ScoringEngine(Forward(), name="t", max_batch_pairs=2, max_queued_pairs=10)
+    blocker = threading.Thread(target=engine.score, args=("busy", texts(10)))
+    blocker.start()
+    time.sleep(0.005)
+    with pytest.raises(ScoringShed, match="queue full"):
+        engine.score("q", texts(5))
+    blocker.join(timeout=10)
+
+
+def test_a_model_failure_reaches_every_caller_of_the_batch_and_the_worker_survives() -> None:
+    engine = ScoringEngine(Forward(per_pair_s=0.0, fail_on="boom"), name="t")
+    with pytest.raises(ScorerError, match="failed: RuntimeError"):
+        engine.score("q", ["passage 1", "boom"])
+    assert engine.score("q", texts(3)) == [0.0, 1.0, 2.0]
+
+
+def test_expired_in_the_queue_is_a_timeout_not_a_partial() -> None:
+    engine = ScoringEngine(Forward(), name="t", max_batch_pairs=8)  # no estimate yet: nothing is shed
+    blocker = threading.Thread(target=engine.score, args=("busy", texts(30)))
+    blocker.start()
+    time.sleep(0.005)
+    with pytest.raises(ScoringTimeout, match="timeout before any pair was scored"):
+        engine.score("q", texts(4), Deadline.after(0.03))
+    blocker.join(timeout=10)
+
+
+def test_caller_storm_stays_within_budget_and_leaves_nothing_behind() -> None:
+    """24 threads calling back to back for 1.5 s with a 0.15 s budget on an engine that serves ~4."""
+    engine = warmed(ScoringEngine(Forward(), name="t", max_batch_pairs=8, max_chunk_s=0.04))
+    threads_before = threading.active_count()
+    budget, stop_at = 0.15, time.monotonic() + 1.5
+    latencies: list[float] = []
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def caller() -> None:
+        while time.monotonic() < stop_at:
+            started = time.monotonic()
+            try:
+                engine.score("q", texts(5), Deadline.after(budget))
+                outcome = "full"
+            except PartialScores:
+                outcome = "partial"
+            except ScoringShed:
+                outcome = "shed"
+            except ScoringTimeout:
+                outcome = "timeout"
+            with lock:
+                latencies.append(time.monotonic() - started)
+                outcomes.append(outcome)
+            time.sleep(0.005)  # the caller uses its answer before asking again (no spinning on the GIL)
+
+    callers = [threading.Thread(target=caller) for _ in range(24)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join(timeout=10)
+    assert max(latencies) < budget + 0.05
+    assert outcomes.count("full") >= 1.5 / (5 * PER_PAIR_S) * 0.5  # at least half the sequential throughput
+    assert "shed" in outcomes
+    time.sleep(0.1)
+    assert threading.active_count() == threads_before
+    assert engine.snapshot()["queued_requests"] == 0
+    assert engine.score("q", texts(5), Deadline.after(budget)) == [float(i) for i in range(5)]  # recovered
+
+
+def test_asyncio_run_does_not_wait_for_abandoned_work() -> None:
+    engine = warmed(ScoringEngine(Forward(per_pair_s=0.05), name="t", max_batch_pairs=2))
+    reranker = Reranker(EngineScorer(engine), timeout_s=0.12)
+    started = time.monotonic()
+    result = asyncio.run(reranker.arerank("q", texts(40)))
+    assert time.monotonic() - started < 0.12 + 0.05
+    assert result.source.kind is SourceKind.PARTIAL
+
+
+async def test_a_cancelled_async_caller_frees_its_work() -> None:
+    engine = warmed(ScoringEngine(Forward(), name="t", max_batch_pairs=4))
+    task = asyncio.ensure_future(engine.ascore("q", texts(100)))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.1)
+    snapshot = engine.snapshot()
+    assert snapshot["queued_requests"] == 0
+    assert snapshot["pairs"] is not None and snapshot["pairs"] < 4 + 40  # warm-up + a few chunks, not 100
+
+
+# --- anytime ranking through the core ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_partial_ranking_puts_scored_first_by_model_then_retriever_order(use_async: bool) -> None:
+    engine = warmed(ScoringEngine(Forward(per_pair_s=0.02), name="t", max_batch_pairs=2))
+    reranker = Reranker(EngineScorer(engine), timeout_s=0.15)
+    candidates = texts(30)
+    result = await reranker.arerank("q", candidates) if use_async else reranker.rerank("q", candidates)
+    assert result.source.kind is SourceKind.PARTIAL
+    scored = [item for item in result if item.rerank_score is not None]
+    k = len(scored)
+    assert 1 <= k < 30 and str(result.source).startswith(f"partial:{k}/30 scored in ")
+    assert [item.original_rank for item in scored] == list(range(k))[::-1]  # the model: higher number first
+    assert [item.original_rank for item in result][k:] == list(range(k, 30))  # the rest: retriever order
+    relevance = [item.relevance_score for item in result]
+    assert relevance == sorted(relevance, reverse=True)
+    assert all(str(item.source) == "model" for item in scored)
+    assert reranker.metrics.snapshot()["by_source"]["partial"] == 1
+
+
+def test_shed_falls_back_at_once_and_says_so() -> None:
+    engine = warmed(ScoringEngine(Forward(), name="t", max_batch_pairs=8))
+    reranker = Reranker(EngineScorer(engine), timeout_s=0.1)
+    blocker = threading.Thread(target=engine.score, args=("busy", texts(60)))
+    blocker.start()
+    time.sleep(0.02)
+    result = reranker.rerank("q", texts(10))
+    blocker.join(timeout=10)
+    assert result.latency_s < 0.02
+    assert (
+        str(result.source)
+        == "fallback:retriever order: shed by the engine: the work queued ahead would not let it finish within budget"
+    )
+    assert reranker.metrics.snapshot()["fallback_reasons"] == {str(result.source.detail): 1}
+
+
+def test_fallback_budget_is_kept_inside_the_call_budget() -> None:
+    engine = ScoringEngine(Forward(per_pair_s=0.3), name="t", max_batch_pairs=1)  # its first pair ends after 0.1 s
+    secondary = EngineScorer(warmed(ScoringEngine(Forward(per_pair_s=0.0), name="fast")))
+    reranker = Reranker(EngineScorer(engine), timeout_s=0.2, fallback_scorer=secondary, fallback_timeout_s=0.1)
+    started = time.monotonic()
+    result = reranker.rerank("q", texts(5))  # the primary gets 0.1 s and times out, then the secondary
+    assert time.monotonic() - started < 0.2 + 0.03
+    assert result.source.kind is SourceKind.FALLBACK and result.source.detail.startswith("secondary engine-test")
+    with pytest.raises(ValueError, match="fallback_timeout_s"):
+        Reranker(EngineScorer(engine), timeout_s=0.2, fallback_timeout_s=0.2)
+
+
+# --- the real cross-encoder -------------------------------------------------------------------------
+
+
+@pytest.mark.needs_models
+def test_fp32_is_the_models_own_predict_and_bf16_has_its_own_identity(cross_encoder_path: str) -> None:
+    from sentence_transformers import CrossEncoder
+
+    from rerank_prod import CrossEncoderScorer
+
+    passages = [f"Vitamin D and bone density, study {i}: {'calcium ' * i}" for i in range(12)]
+    exact = CrossEncoderScorer(cross_encoder_path, precision="fp32", max_chunk_s=60.0)  # one call, one pass
+    exact.score("warm-up", passages[:2])  # the engine's first (calibration) batch is small
+    reference = CrossEncoder(cross_encoder_path).predict([("vitamin d bones", p) for p in passages], batch_size=32)
+    assert exact.score("vitamin d bones", passages) == reference.tolist()  # bit for bit
+    assert exact.precision == "fp32"
+    assert exact.identity == f"cross-encoder:{cross_encoder_path}|max_length=256|activation=default"
+    half = CrossEncoderScorer(cross_encoder_path, precision="bf16")
+    assert half.precision == "bf16" and half.identity == f"{exact.identity}|precision=bf16"
+    assert half._model is not exact._model  # the fp32 weights are not converted under other users
+    assert half.score("vitamin d bones", passages) == pytest.approx(reference.tolist(), abs=5e-3)
+    auto = CrossEncoderScorer(cross_encoder_path)
+    assert auto.precision in ("fp32", "bf16") and auto.engine is CrossEncoderScorer(cross_encoder_path).engine
+    with pytest.raises(ValueError, match="precision must be one of"):
+        CrossEncoderScorer(cross_encoder_path, precision="int8")  # type: ignore[arg-type]
+
+
+@pytest.mark.needs_models
+def test_cross_encoder_answers_partially_when_the_budget_is_short(cross_encoder_path: str) -> None:
+    from rerank_prod import CrossEncoderScorer
+
+    scorer = CrossEncoderScorer(cross_encoder_path)
+    passages = [f"Passage {i} about vitamin D, calcium and bone density in older adults. " * 8 for i in range(200)]
+    scorer.score("warm-up", passages[:8])
+    reranker = Reranker(scorer, timeout_s=0.3)
+    started = time.monotonic()
+    result = reranker.rerank("vitamin d bone density", passages)
+    assert time.monotonic() - started < 0.3 + 0.05
+    assert result.source.kind is SourceKind.PARTIAL, str(result.source)
+    k = sum(item.rerank_score is not None for item in result)
+    assert 0 < k < 200 and [item.original_rank for item in result][k:] == list(range(k, 200))
+
+
+# --- many queries at once ---------------------------------------------------------------------------
+
+
+def test_rerank_many_shares_forward_passes_and_matches_single_calls() -> None:
+    forward = Forward(per_pair_s=0.001)
+    engine = warmed(ScoringEngine(forward, name="t", max_batch_pairs=32, batch_wait_s=0.01))
+    reranker = Reranker(EngineScorer(engine), top_n=3, timeout_s=5.0)
+    requests = [(f"query {i}", texts(4 + i)) for i in range(6)]
+    forward.batches.clear()
+    many = reranker.rerank_many(requests)
+    assert [r.query for r in many] == [q for q, _ in requests]
+    assert len(forward.batches) < len(requests)  # several queries per forward pass
+    singles = [reranker.rerank(query, candidates) for query, candidates in requests]
+    assert [[i.original_rank for i in r] for r in many] == [[i.original_rank for i in r] for r in singles]
+    assert all(r.source.kind is SourceKind.MODEL for r in many)
+
+
+async def test_arerank_many_validates_everything_before_any_work() -> None:
+    forward = Forward(per_pair_s=0.0)
+    reranker = Reranker(EngineScorer(ScoringEngine(forward, name="t")))
+    with pytest.raises(ValueError, match="query must be a non-empty string"):
+        await reranker.arerank_many([("fine", ["a 1"]), ("  ", ["b 2"])])
+    with pytest.raises(TypeError, match=r"request 0 must be a \(query, candidates\) tuple"):
+        await reranker.arerank_many(["just a query"])  # type: ignore[list-item]
+    assert forward.batches == []
+    results = await reranker.arerank_many([("q", ["x 2", "y 1"]), ("r", [])])
+    assert [i.candidate.text for i in results[0]] == ["x 2", "y 1"] and len(results[1]) == 0
