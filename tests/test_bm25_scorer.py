@@ -53,7 +53,7 @@ async def test_as_primary_scorer(use_async: bool) -> None:
 @pytest.mark.parametrize("use_async", [False, True])
 async def test_as_fallback_when_the_primary_fails_or_hangs(use_async: bool) -> None:
     for primary, why in ((FailingScorer(name="remote"), "error ConnectionError"), (ConstantTimeScorer(2.0), "timeout")):
-        reranker = Reranker(primary, fallback_scorer=BM25Scorer(), timeout_s=0.2, fallback_timeout_s=0.5, top_n=2)
+        reranker = Reranker(primary, fallback_scorer=BM25Scorer(), timeout_s=1.0, fallback_timeout_s=0.5, top_n=2)
         query = "aspirin heart attack"
         result = await reranker.arerank(query, PASSAGES) if use_async else reranker.rerank(query, PASSAGES)
         assert str(result.source).startswith("fallback:secondary bm25: ") and why in str(result.source)
