@@ -59,3 +59,27 @@ async def test_as_fallback_when_the_primary_fails_or_hangs(use_async: bool) -> N
         assert str(result.source).startswith("fallback:secondary bm25: ") and why in str(result.source)
         assert {item.original_rank for item in result} == {1, 3}
         assert result.latency_s < 1.5
+
+
+async def test_both_frameworks_fall_back_to_bm25_when_the_primary_fails() -> None:
+    from langchain_core.documents import Document
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+    from langchain_rerank_prod import RerankProdCompressor
+    from llamaindex_rerank_prod import RerankProdPostprocessor
+
+    reranker = Reranker(FailingScorer(name="remote"), fallback_scorer=BM25Scorer(), top_n=2)
+    compressor = RerankProdCompressor(reranker=reranker)
+    docs = [Document(page_content=text, id=f"d{i}") for i, text in enumerate(PASSAGES)]
+    for out in (
+        compressor.compress_documents(docs, "aspirin heart attack"),
+        await compressor.acompress_documents(docs, "aspirin heart attack"),
+    ):
+        assert {d.id for d in out} == {"d1", "d3"}
+        assert all(d.metadata["rerank_source"].startswith("fallback:secondary bm25") for d in out)
+    nodes = [NodeWithScore(node=TextNode(text=t, id_=f"n{i}"), score=0.5) for i, t in enumerate(PASSAGES)]
+    out = await RerankProdPostprocessor(reranker=reranker).apostprocess_nodes(
+        nodes, QueryBundle("aspirin heart attack")
+    )
+    assert {n.node.node_id for n in out} == {"n1", "n3"}
+    assert out[0].node.metadata["rerank_source"].startswith("fallback:secondary bm25")
