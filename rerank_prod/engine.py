@@ -26,6 +26,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from rerank_prod.deadline import Deadline
 from rerank_prod.errors import PartialScores, ScorerError, ScoringShed, ScoringTimeout
@@ -60,6 +61,8 @@ class _Request:
     deadline: Deadline | None
     submitted: float
     wake: Callable[[], None]
+    order: list[int]
+    """Input position of each pair: retriever order, or longest first when no deadline can cut it."""
     scores: list[float | None] = field(init=False)
     handed_out: int = 0
     done: int = 0
@@ -68,10 +71,6 @@ class _Request:
 
     def __post_init__(self) -> None:
         self.scores = [None] * len(self.pairs)
-
-    @property
-    def finished(self) -> bool:
-        return self.failure is not None or self.done == len(self.pairs)
 
     def prefix(self) -> list[float]:
         """The scores done so far in retriever order (a chunk finishing early leaves no gap)."""
@@ -206,9 +205,12 @@ class ScoringEngine:
     def _submit(
         self, query: str, texts: Sequence[str], deadline: Deadline | None, wake: Callable[[], None]
     ) -> _Request:
-        pairs = [(query, text) for text in texts]
-        units = [self._units(query, text) for text in texts]
-        request = _Request(pairs, units, deadline, time.monotonic(), wake)
+        order = list(range(len(texts)))
+        if deadline is None:  # nothing partial can come of it: longest first, as CrossEncoder.predict, less padding
+            order.sort(key=lambda i: -len(texts[i]))
+        pairs = [(query, texts[i]) for i in order]
+        units = [self._units(query, text) for _, text in pairs]
+        request = _Request(pairs, units, deadline, time.monotonic(), wake, order)
         with self._lock:
             queued_pairs = sum(len(r.pairs) - r.handed_out for r in self._queue)
             if queued_pairs + len(pairs) > self.max_queued_pairs:
@@ -257,7 +259,10 @@ class ScoringEngine:
                 raise ScorerError(f"{self.name} failed: {type(request.failure).__name__}") from request.failure
             if request.done == len(request.pairs):
                 self._counts["served"] += 1
-                return [score for score in request.scores if score is not None]
+                scores = [0.0] * len(request.pairs)
+                for position, index in enumerate(request.order):
+                    scores[index] = cast(float, request.scores[position])
+                return scores
             self._drop(request)
             prefix = request.prefix()
         elapsed = time.monotonic() - request.submitted

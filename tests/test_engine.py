@@ -68,8 +68,14 @@ def warmed(engine: ScoringEngine) -> ScoringEngine:
 
 
 def test_all_pairs_scored_in_order_without_deadline() -> None:
-    engine = ScoringEngine(Forward(per_pair_s=0.0), name="t", max_batch_pairs=8)
+    forward = Forward(per_pair_s=0.0)
+    engine = ScoringEngine(forward, name="t", max_batch_pairs=8)
     assert engine.score("q", texts(20)) == [float(i) for i in range(20)]
+    ragged = [f"{'word ' * (i % 7)}{i}" for i in range(30)]
+    forward.batches.clear()
+    assert engine.score("q", ragged) == [float(i) for i in range(30)]  # answered in input order
+    lengths = [len(text) for batch in forward.batches for _, text in batch]
+    assert lengths == sorted(lengths, reverse=True)  # computed longest first: batches of like lengths
     assert engine.score("q", []) == []
 
 

@@ -105,6 +105,7 @@ def _threads(reranker: Any, sets: list[CandidateSet], callers: int, seconds: flo
             with lock:
                 results.append(result)
             call += callers
+            time.sleep(0)  # a server thread reads its next request: let the others (and the engine) run
 
     threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
     for thread in threads:
@@ -127,6 +128,7 @@ async def _coroutines(
             _, query, candidates = sets[call % len(sets)]
             results.append(await reranker.arerank(query, candidates))
             call += callers
+            await asyncio.sleep(0)  # a shed call never suspends: yield as a server awaiting its next request
 
     async def ticker() -> None:  # how late a 10 ms sleep wakes up: the loop's responsiveness
         while time.monotonic() < stop_at:
