@@ -18,6 +18,7 @@ from rerank_prod.metrics import RerankMetrics
 from rerank_prod.pipeline import Reranker
 from rerank_prod.resilience import CircuitBreaker, CircuitOpenError, RetryPolicy
 from rerank_prod.scoring import (
+    BM25Scorer,
     CohereScorer,
     CrossEncoderScorer,
     LLMListwiseScorer,
@@ -46,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "RESULT_METADATA_KEYS",
+    "BM25Scorer",
     "CacheBackend",
     "Candidate",
     "ChunkedScorer",

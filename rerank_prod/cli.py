@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rerank_prod import __version__
+from rerank_prod.evaluation.runner import SWEEP_SIGNALS
+from rerank_prod.gate import GATE_SCALES
 from rerank_prod.scoring import DEFAULT_CROSS_ENCODER
 
 if TYPE_CHECKING:
@@ -73,8 +75,8 @@ def _thresholds(text: str) -> list[float]:
         start, stop, step = (float(part) for part in text.split(":"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected START:STOP:STEP, got {text!r}") from None
-    if step <= 0 or stop < start or not 0 <= start <= 1 or not 0 <= stop <= 1:
-        raise argparse.ArgumentTypeError(f"need 0 <= START <= STOP <= 1 and STEP > 0, got {text!r}")
+    if step <= 0 or stop < start or start < 0:
+        raise argparse.ArgumentTypeError(f"need 0 <= START <= STOP and STEP > 0, got {text!r}")
     count = int(round((stop - start) / step)) + 1
     return [round(start + i * step, 10) for i in range(count) if start + i * step <= stop + 1e-9]
 
@@ -261,7 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="START:STOP:STEP",
         help="also sweep gate thresholds, e.g. 0:0.6:0.05 (replays scores, no re-scoring)",
     )
-    evaluate.add_argument("--sweep-signal", choices=("top_gap", "top_k_std"), default="top_gap")
+    evaluate.add_argument("--sweep-signal", choices=tuple(SWEEP_SIGNALS), default="top_gap")
+    evaluate.add_argument(
+        "--sweep-scale", choices=GATE_SCALES, default="normalized", help="gate on raw or min-max normalized scores"
+    )
     evaluate.add_argument("--sweep-top-k", type=_positive_int, default=5, help="top_k for the top_k_std signal")
     evaluate.add_argument("--sweep-config", help="ungated configuration to sweep (default: the first ungated)")
     evaluate.add_argument("--no-plot", dest="plot", action="store_false")
@@ -372,6 +377,7 @@ def _eval(args: argparse.Namespace) -> None:
         sweep_thresholds=args.gate_sweep or (),
         sweep_signal=args.sweep_signal,
         sweep_top_k=args.sweep_top_k,
+        sweep_scale=args.sweep_scale,
         sweep_config=args.sweep_config,
         plot=args.plot and _can_plot(),
         ray_actors=args.ray_actors if args.ray else None,

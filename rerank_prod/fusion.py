@@ -57,7 +57,7 @@ def _weighted_mean(signals: Sequence[tuple[float, np.ndarray]]) -> list[float]:
     return cast(list[float], np.clip(fused, -_LARGEST, _LARGEST).tolist())
 
 
-def _import_bm25() -> tuple[Any, Any]:
+def import_bm25() -> tuple[Any, Any]:
     try:
         import bm25s
         import Stemmer
@@ -67,12 +67,16 @@ def _import_bm25() -> tuple[Any, Any]:
 
 
 def bm25_scores(query: str, texts: Sequence[str]) -> np.ndarray:
-    """BM25 of the query against the candidate set itself (stemmed, English stop words)."""
-    bm25s, Stemmer = _import_bm25()
+    """BM25 of the query against the candidate set itself (stemmed, English stop words). A query or
+    candidate set with no indexable term (only stop words) matches nothing: all zeros."""
+    bm25s, Stemmer = import_bm25()
     stemmer = Stemmer.Stemmer("english")
-    index = bm25s.BM25()
-    index.index(bm25s.tokenize(list(texts), stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
     query_tokens = bm25s.tokenize([query], stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False)[0]
+    corpus = bm25s.tokenize(list(texts), stopwords="en", stemmer=stemmer, show_progress=False)
+    if not query_tokens or not corpus.vocab:
+        return np.zeros(len(texts))
+    index = bm25s.BM25()
+    index.index(corpus, show_progress=False)
     return np.asarray(index.get_scores(query_tokens), dtype=np.float64)
 
 
@@ -90,7 +94,7 @@ def _check_weights(weights: dict[str, float]) -> None:
     if weights["rerank_weight"] == 0:
         raise ValueError("rerank_weight must be > 0: with no model signal, use the retriever order")
     if weights["bm25_weight"]:
-        _import_bm25()  # a missing extra is a configuration error: say so now, not on the first call
+        import_bm25()  # a missing extra is a configuration error: say so now, not on the first call
 
 
 @runtime_checkable

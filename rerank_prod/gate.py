@@ -1,21 +1,28 @@
 """Selective re-ranking: skip the model when the retriever is already confident.
 
-A retriever is confident when, after min-max normalization of its scores for this query, the
-best candidate stands clearly above the second (top gap) and/or the top-k scores are spread out
-rather than flat (top-k standard deviation). Flat top scores are where a re-ranker earns its cost.
+A retriever is confident when the best candidate stands clearly above the second (top gap) and
+the top-k scores are spread out rather than flat (top-k variance or standard deviation). Flat top
+scores are where a re-ranker earns its cost. The signals are read either on the retriever's raw
+scores (the articles' "top-5 variance < 0.01 -> re-rank; top gap > 0.3 -> skip", meaningful when the
+scores have a known scale such as cosine similarity) or after per-query min-max normalization
+(scale-free, for BM25 or scores of unknown range).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from rerank_prod.fusion import normalize
 from rerank_prod.types import Candidate, GateDecision
 from rerank_prod.validation import check_int, check_number
+
+GateScale = Literal["normalized", "raw"]
+GATE_SCALES: tuple[str, ...] = ("normalized", "raw")
+_SIGNALS = ("min_top_gap", "min_top_k_std", "min_top_k_variance")
 
 
 @runtime_checkable
@@ -27,41 +34,57 @@ class Gate(Protocol):
 
 @dataclass(frozen=True)
 class ConfidenceGate:
-    """Skips re-ranking when every enabled signal says the retriever is confident.
+    """Skips re-ranking only when every enabled signal says the retriever is confident.
 
-    `min_top_gap`: skip when (top1 - top2) / (max - min) >= this. `min_top_k_std`: skip when the
-    standard deviation of the normalized top-`top_k` scores >= this. None disables a signal.
-    Candidates without retriever scores are always re-ranked.
+    - `min_top_gap`: confident when top1 - top2 >= this.
+    - `min_top_k_variance` / `min_top_k_std`: confident when the variance / standard deviation of
+      the top-`top_k` scores >= this; below it the top is flat and the model re-ranks.
+    - `scale`: "normalized" (default) reads the signals after per-query min-max normalization, so
+      thresholds are in [0, 1]; "raw" reads the retriever's own scores.
+    None disables a signal; at least one is needed. Because all enabled signals must agree, a flat
+    top always re-ranks whatever the gap: `ConfidenceGate(min_top_gap=0.3, min_top_k_variance=0.01,
+    scale="raw")` is the articles' rule. Candidates without retriever scores are always re-ranked.
     """
 
     min_top_gap: float | None = 0.3
     min_top_k_std: float | None = None
     top_k: int = 5
+    min_top_k_variance: float | None = None
+    scale: GateScale = "normalized"
 
     def __post_init__(self) -> None:
-        if self.min_top_gap is None and self.min_top_k_std is None:
-            raise ValueError("ConfidenceGate needs min_top_gap or min_top_k_std (or both)")
-        for name in ("min_top_gap", "min_top_k_std"):
+        if self.scale not in GATE_SCALES:
+            raise ValueError(f"scale must be one of {GATE_SCALES}, got {self.scale!r}")
+        if all(getattr(self, name) is None for name in _SIGNALS):
+            raise ValueError("ConfidenceGate needs min_top_gap, min_top_k_variance or min_top_k_std (at least one)")
+        bound = 1.0 if self.scale == "normalized" else None
+        for name in _SIGNALS:
             if getattr(self, name) is not None:
-                check_number(name, getattr(self, name), allow_zero=True, at_most=1)
+                check_number(name, getattr(self, name), allow_zero=True, at_most=bound)
         check_int("top_k", self.top_k, minimum=2)
 
     def decide(self, candidates: Sequence[Candidate]) -> GateDecision:
+        """Re-rank unless every enabled signal clears its threshold; `reason` lists each check."""
         scores = [c.retrieval_score for c in candidates]
         if len(scores) < 2:
             return GateDecision(rerank=True, reason="fewer than 2 candidates")
         if any(s is None for s in scores):
             return GateDecision(rerank=True, reason="no retriever scores")
-        top = np.sort(normalize([s for s in scores if s is not None], "minmax"))[::-1]
+        values = np.asarray([s for s in scores if s is not None], dtype=np.float64)
+        top = np.sort(normalize(values, "minmax") if self.scale == "normalized" else values)[::-1]
         gap = float(top[0] - top[1])
-        spread = float(top[: self.top_k].std())
+        variance = float(top[: self.top_k].var())
+        spread = float(np.sqrt(variance))
+        measured = {"min_top_gap": ("top gap", gap), "min_top_k_variance": (f"top-{self.top_k} variance", variance)}
+        measured["min_top_k_std"] = (f"top-{self.top_k} std", spread)
         checks = []
-        if self.min_top_gap is not None:
-            checks.append((gap >= self.min_top_gap, f"top gap {gap:.3f} {{}} {self.min_top_gap}"))
-        if self.min_top_k_std is not None:
-            checks.append(
-                (spread >= self.min_top_k_std, f"top-{self.top_k} std {spread:.3f} {{}} {self.min_top_k_std}")
-            )
+        for name in _SIGNALS:
+            threshold = getattr(self, name)
+            if threshold is not None:
+                label, value = measured[name]
+                passed = value >= threshold
+                shown = f"{value:.3g}" if name == "min_top_k_variance" else f"{value:.3f}"
+                checks.append((passed, f"{label} {shown} {'>=' if passed else '<'} {threshold}"))
         confident = all(passed for passed, _ in checks)
-        reason = ", ".join(text.format(">=" if passed else "<") for passed, text in checks)
-        return GateDecision(rerank=not confident, reason=reason, top_gap=gap, top_k_std=spread)
+        reason = ", ".join(text for _, text in checks) + (" (raw scores)" if self.scale == "raw" else "")
+        return GateDecision(rerank=not confident, reason=reason, top_gap=gap, top_k_std=spread, top_k_variance=variance)

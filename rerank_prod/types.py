@@ -100,6 +100,7 @@ class GateDecision:
     reason: str
     top_gap: float | None = None
     top_k_std: float | None = None
+    top_k_variance: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

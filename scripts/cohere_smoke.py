@@ -11,8 +11,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pydantic import SecretStr  # noqa: E402  (cohere brings pydantic)
-from tests.standin_servers import FAST_RETRY, best_first, running  # noqa: E402
 
+from loopback.standin_servers import FAST_RETRY, best_first, running  # noqa: E402
 from rerank_prod import CohereScorer, Reranker, SourceKind  # noqa: E402
 
 QUERY = "what is the capital of the united states"

@@ -13,10 +13,10 @@ from langchain_core.documents import Document
 from langchain_core.load import dumpd, dumps, loads
 from llama_index.core.schema import NodeWithScore, TextNode
 from pydantic import SecretStr, ValidationError
-from tests.standin_servers import StandInServer, running
 
 from langchain_rerank_prod import RerankProdCompressor
 from llamaindex_rerank_prod import RerankProdPostprocessor
+from loopback.standin_servers import StandInServer, running
 from rerank_prod import Reranker, SourceKind
 from tests.support import ConstantTimeScorer
 

@@ -140,6 +140,7 @@ def test_plugin_module_registers_a_scorer(beir, tmp_path, monkeypatch) -> None:
         (["-r", "fusion=nope"], "unknown fusion 'nope'"),
         (["--run", "missing.trec"], "run file missing.trec not found"),
         (["-r", "name=g,gate=true", "--gate-sweep", "0:0.5:0.5"], "needs an ungated configuration"),
+        (["--gate-sweep", "0:2:1"], "use --sweep-scale raw"),
     ],
 )
 def test_bad_input_exits_2_with_the_reason(beir, tmp_path, scored_texts, capsys, args, message) -> None:
@@ -176,3 +177,14 @@ def test_scifact_slice_with_the_real_cross_encoder(scifact_dir, cross_encoder_pa
     assert "| model " in markdown and "## Gate sweep" in markdown and "## Verdicts" in markdown
     printed = capsys.readouterr().out
     assert "fusion 50/50 + gate" in printed and "probably not worth" in printed or "worth it if" in printed
+
+
+def test_gate_sweep_over_variance_on_raw_scores(beir, tmp_path, scored_texts) -> None:
+    out = tmp_path / "out"
+    sweep = ["--gate-sweep", "0:1e6:1e6", "--sweep-signal", "top_k_variance", "--sweep-scale", "raw"]
+    assert _eval(beir, out, "-r", "name=pure,scorer=overlap", "--sweep-top-k", "3", *sweep) == 0
+    report = json.loads((out / "results.json").read_text())["gate_sweep"]
+    assert (report["signal"], report["scale"], report["top_k"]) == ("top_k_variance", "raw", 3)
+    # variance >= 0 always: every query is confident and skipped; no raw BM25 top-3 varies by 1e6
+    assert [p["skip_rate"] for p in report["points"]] == [1.0, 0.0]
+    assert "top_k_variance on raw scores" in (out / "report.md").read_text()

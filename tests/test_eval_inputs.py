@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rerank_prod import RedisCache, Reranker, SemanticCache, TEIScorer, WeightedFusion
+from rerank_prod import BM25Scorer, ConfidenceGate, RedisCache, Reranker, SemanticCache, TEIScorer, WeightedFusion
 from rerank_prod.evaluation.configs import (
     SCORERS,
     build_reranker,
@@ -180,7 +180,7 @@ def test_config_scorer_options_lay_over_the_default_scorer_of_the_same_type() ->
 
 def test_every_core_backend_is_reachable_by_name(embedder_path) -> None:
     assert set(SCORERS) >= {"cross-encoder", "embedding", "openai-embedding", "cohere", "tei", "rerank-server",
-                            "llm-pointwise", "llm-listwise"}  # fmt: skip
+                            "llm-pointwise", "llm-listwise", "bm25"}  # fmt: skip
     [spec] = resolve_specs(
         [
             "scorer=tei,scorer.base_url=http://127.0.0.1:9,result_cache=redis,result_cache.url=redis://127.0.0.1:9/0,"
@@ -253,3 +253,12 @@ def test_example_config_file_is_valid() -> None:
     specs = resolve_specs([], path, {"type": "cross-encoder", "model": "m"})
     assert [s["name"] for s in specs] == ["model", "fusion 50/50", "rrf", "fusion 50/50 + gate", "fusion + cached"]
     assert specs[2]["fusion"] == {"type": "rrf", "k": 60}
+
+
+def test_bm25_fallback_and_the_articles_gate_from_flags(overlap) -> None:
+    [spec] = resolve_specs(
+        ["fallback=bm25,gate.min_top_gap=0.3,gate.min_top_k_variance=0.01,gate.scale=raw"], None, DEFAULT_SCORER
+    )
+    reranker = build_reranker(spec)
+    assert isinstance(reranker.fallback_scorer, BM25Scorer)
+    assert reranker.gate == ConfidenceGate(min_top_gap=0.3, min_top_k_variance=0.01, scale="raw")

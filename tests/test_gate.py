@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from rerank_prod import Candidate, ConfidenceGate
@@ -51,3 +52,38 @@ def test_without_retriever_scores_always_rerank() -> None:
 def test_bad_configuration(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         ConfidenceGate(**kwargs)
+
+
+def test_the_articles_rule_on_raw_scores_re_ranks_a_flat_top() -> None:
+    # raw cosine scores 0.83..0.79: flat (variance far below 0.01); min-max normalization turns
+    # the same scores into a 0.75 gap, which the normalized gap rule would skip
+    flat = [Candidate(str(i), retrieval_score=s) for i, s in enumerate([0.83, 0.80, 0.795, 0.792, 0.79])]
+    article = ConfidenceGate(min_top_gap=0.3, min_top_k_variance=0.01, scale="raw")
+    decision = article.decide(flat)
+    assert decision.rerank and decision.top_k_variance == pytest.approx(np.var([0.83, 0.80, 0.795, 0.792, 0.79]))
+    assert decision.top_gap == pytest.approx(0.03) and "(raw scores)" in decision.reason
+    assert not ConfidenceGate(min_top_gap=0.3).decide(flat).rerank  # the old, normalized reading
+
+
+def test_raw_rule_skips_a_clear_winner_and_combines_with_and() -> None:
+    clear = [Candidate(str(i), retrieval_score=s) for i, s in enumerate([0.95, 0.40, 0.38, 0.35, 0.30])]
+    article = ConfidenceGate(min_top_gap=0.3, min_top_k_variance=0.01, scale="raw")
+    decision = article.decide(clear)
+    assert not decision.rerank and "top gap 0.550 >= 0.3" in decision.reason
+    # spread out but no clear winner: the gap rule alone keeps re-ranking
+    spread = [Candidate(str(i), retrieval_score=s) for i, s in enumerate([0.95, 0.90, 0.5, 0.3, 0.1])]
+    assert article.decide(spread).rerank
+    # variance alone
+    assert not ConfidenceGate(min_top_gap=None, min_top_k_variance=0.01, scale="raw").decide(spread).rerank
+
+
+def test_raw_thresholds_are_unbounded_and_scale_is_checked() -> None:
+    assert ConfidenceGate(min_top_gap=2.5, scale="raw").min_top_gap == 2.5  # BM25-sized gap
+    with pytest.raises(ValueError, match="min_top_gap"):
+        ConfidenceGate(min_top_gap=2.5)
+    with pytest.raises(ValueError, match="scale"):
+        ConfidenceGate(scale="log")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="min_top_k_variance"):
+        ConfidenceGate(min_top_k_variance=-0.1)
+    with pytest.raises(ValueError, match="at least one"):
+        ConfidenceGate(min_top_gap=None)

@@ -11,6 +11,7 @@ import rerank_prod
 
 CORE = [
     "RESULT_METADATA_KEYS",
+    "BM25Scorer",
     "CacheBackend",
     "Candidate",
     "ChunkedScorer",

@@ -37,6 +37,7 @@ from rerank_prod.gate import ConfidenceGate
 from rerank_prod.pipeline import Reranker
 from rerank_prod.scoring import (
     DEFAULT_CROSS_ENCODER,
+    BM25Scorer,
     CohereScorer,
     CrossEncoderScorer,
     LLMListwiseScorer,
@@ -88,6 +89,7 @@ SCORERS: dict[str, Callable[..., Scorer]] = {
     "rerank-server": RerankServerScorer,
     "llm-pointwise": LLMPointwiseScorer,
     "llm-listwise": LLMListwiseScorer,
+    "bm25": BM25Scorer,
 }
 """Scorer types by name; `model` is the model option of each (a path or hub id for local models)."""
 CACHE_BACKENDS: dict[str, Callable[..., CacheBackend]] = {"memory": InMemoryCache, "redis": RedisCache}

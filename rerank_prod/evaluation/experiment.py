@@ -16,6 +16,7 @@ from rerank_prod.evaluation.dataset import EvalInputError, Qrels, load_beir
 from rerank_prod.evaluation.first_stage import Ranking, candidate_sets, first_stage_rankings, write_run
 from rerank_prod.evaluation.ir_metrics import evaluate, mean_metrics
 from rerank_prod.evaluation.runner import ConfigRun, docids, gate_sweep, latency_ms, run_configs
+from rerank_prod.gate import GateScale
 
 WORTH_IT_NDCG5_GAIN = 0.03
 """The seeds' rule of thumb: below this NDCG@5 gain a re-ranker is probably not worth its latency."""
@@ -43,6 +44,7 @@ class EvalOptions:
     sweep_thresholds: Sequence[float] = ()
     sweep_signal: str = "top_gap"
     sweep_top_k: int = 5
+    sweep_scale: GateScale = "normalized"
     sweep_config: str | None = None
     plot: bool = True
     ray_actors: int | None = None
@@ -111,6 +113,8 @@ def _sweep_base(options: EvalOptions) -> str | None:
     """The configuration the gate sweep replays, checked before anything runs."""
     if not options.sweep_thresholds:
         return None
+    if options.sweep_scale == "normalized" and max(options.sweep_thresholds) > 1:
+        raise EvalInputError("normalized gate thresholds lie in [0, 1]; use --sweep-scale raw for larger ones")
     gated = {spec["name"]: bool(spec.get("gate")) for spec in options.specs}
     if options.sweep_config is not None and options.sweep_config not in gated:
         raise EvalInputError(f"--sweep-config {options.sweep_config!r} is not one of {sorted(gated)}")
@@ -131,7 +135,13 @@ def _sweep(
     full_ndcg10 = mean_metrics(evaluate(qrels, docids(base.rankings), [10]))["ndcg@10"]
     points = []
     for point in gate_sweep(
-        base, candidates, first_stage, options.sweep_thresholds, options.sweep_signal, options.sweep_top_k
+        base,
+        candidates,
+        first_stage,
+        options.sweep_thresholds,
+        options.sweep_signal,
+        options.sweep_top_k,
+        options.sweep_scale,
     ):
         ndcg10 = mean_metrics(evaluate(qrels, point.rankings, [10]))["ndcg@10"]
         points.append(
@@ -148,6 +158,7 @@ def _sweep(
         "config": base.name,
         "signal": options.sweep_signal,
         "top_k": options.sweep_top_k,
+        "scale": options.sweep_scale,
         "ungated_ndcg@10": full_ndcg10,
         "points": points,
     }

@@ -107,7 +107,8 @@ def _sweep_rows(sweep: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def _sweep_title(sweep: dict[str, Any]) -> str:
     return (
-        f"Gate sweep over {sweep['config']!r} (signal {sweep['signal']}, top_k {sweep['top_k']}; "
+        f"Gate sweep over {sweep['config']!r} (signal {sweep['signal']} on {sweep.get('scale', 'normalized')} "
+        f"scores, top_k {sweep['top_k']}; "
         f"ungated NDCG@10 {sweep['ungated_ndcg@10']:.4f}); skipped queries keep the first-stage order. "
         "Pick the threshold on a split you tune on, then report it on a held-out one"
     )

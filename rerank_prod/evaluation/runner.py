@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from rerank_prod.deadline import Deadline
 from rerank_prod.evaluation.configs import Spec, build_reranker
 from rerank_prod.evaluation.first_stage import Ranking
-from rerank_prod.gate import ConfidenceGate
+from rerank_prod.gate import ConfidenceGate, GateScale
 from rerank_prod.metrics import latency_summary
 from rerank_prod.pipeline import Reranker
 from rerank_prod.resilience import CircuitBreaker
@@ -150,6 +150,10 @@ def run_config(
     return run
 
 
+SWEEP_SIGNALS = {"top_gap": "min_top_gap", "top_k_std": "min_top_k_std", "top_k_variance": "min_top_k_variance"}
+"""`--sweep-signal` value -> the `ConfidenceGate` setting it sweeps (the other signals are off)."""
+
+
 @dataclass(frozen=True)
 class SweepPoint:
     threshold: float
@@ -165,6 +169,7 @@ def gate_sweep(
     thresholds: Sequence[float],
     signal: str,
     top_k: int = 5,
+    scale: GateScale = "normalized",
 ) -> list[SweepPoint]:
     """Replays gate decisions over an ungated configuration's results: a skipped query keeps the
     first-stage order and costs no re-rank time, the rest keep the measured ranking and latency.
@@ -173,11 +178,9 @@ def gate_sweep(
         raise ValueError(f"the gate sweep needs an ungated configuration; {base.name!r} has a gate")
     points = []
     for threshold in thresholds:
-        gate = (
-            ConfidenceGate(min_top_gap=threshold, top_k=top_k)
-            if signal == "top_gap"
-            else ConfidenceGate(min_top_gap=None, min_top_k_std=threshold, top_k=top_k)
-        )
+        signals: dict[str, float | None] = {name: None for name in SWEEP_SIGNALS.values()}
+        signals[SWEEP_SIGNALS[signal]] = threshold
+        gate = ConfidenceGate(top_k=top_k, scale=scale, **signals)
         rankings, latencies = docids(base.rankings), dict(base.latencies_s)
         skipped = [qid for qid in base.latencies_s if not gate.decide(candidates[qid]).rerank]
         for qid in skipped:
