@@ -10,7 +10,6 @@ setting means the same thing in a config file, a compressor and a postprocessor.
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Iterable
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -28,7 +27,7 @@ from pydantic import (
 from typing_extensions import Self
 
 from rerank_prod.pipeline import Reranker
-from rerank_prod.scoring import DEFAULT_CROSS_ENCODER, CrossEncoderScorer
+from rerank_prod.scoring import DEFAULT_CROSS_ENCODER
 from rerank_prod.validation import check_int, check_number
 
 _PIPELINE_SETTINGS = (
@@ -191,8 +190,6 @@ class RerankerSettings(BaseModel):
         """Over a sentence-transformers cross-encoder, with every `CrossEncoderScorer` option by name;
         `settings` are any other fields (fusion, gate, caches, budget)."""
         options = {"activation": activation, "trust_remote_code": trust_remote_code, "precision": precision}
-        if precision is not None and "precision" not in inspect.signature(CrossEncoderScorer).parameters:
-            raise TypeError("precision needs a CrossEncoderScorer with a precision setting (a newer rerank-prod)")
         return cls(
             model=model_name_or_path,
             scorer="cross-encoder",

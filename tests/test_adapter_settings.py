@@ -145,6 +145,8 @@ def test_from_cross_encoder_takes_every_scorer_option(adapter, cross_encoder_pat
     scorer = configured.reranker.scorer
     assert (scorer.batch_size, scorer.activation) == (4, "sigmoid") and "max_length=64" in scorer.identity
     assert len(_rerank(configured)) == 1 and configured.serializable
+    bf16 = adapter.from_cross_encoder(cross_encoder_path, precision="bf16").reranker.scorer
+    assert bf16.precision == "bf16" and "precision=bf16" in bf16.identity
 
 
 # --- serialization --------------------------------------------------------------------------------
