@@ -88,6 +88,8 @@ def one_torch_thread():
 def test_ray_results_are_identical_to_the_single_process_path(
     ray_cluster: None, requests, spec: dict, tmp_path: Path
 ) -> None:
+    # fp32: bf16 (what "auto" picks on this CPU) rounds differently with each batch's padding.
+    spec = {**spec, "scorer": {**spec["scorer"], "precision": "fp32"}}
     with one_torch_thread():
         local = run_batch(requests, spec, tmp_path / "local", engine="local", batch_size=2)
         reranker = build_reranker(spec)  # the plain in-process call, for reference
@@ -98,9 +100,10 @@ def test_ray_results_are_identical_to_the_single_process_path(
     local_rows, ray_rows = by_query(tmp_path / "local"), by_query(tmp_path / "ray")
     assert without_latency(ray_rows) == without_latency(local_rows)
     for qid, result in direct.items():
-        assert [(i["id"], i["relevance_score"]) for i in local_rows[qid]["ranking"]] == [
-            (item.candidate.id, item.relevance_score) for item in result
-        ]
+        # The batch path shares forward passes between queries: padding moves float32 scores by ~1e-7.
+        ranking = local_rows[qid]["ranking"]
+        assert [i["id"] for i in ranking] == [item.candidate.id for item in result]
+        assert [i["relevance_score"] for i in ranking] == pytest.approx([item.relevance_score for item in result])
         assert local_rows[qid]["source"] == str(result.source) == "model"
     run_lines = sorted((tmp_path / "ray" / "run.trec").read_text().splitlines())
     assert run_lines == sorted((tmp_path / "local" / "run.trec").read_text().splitlines())

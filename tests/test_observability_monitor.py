@@ -268,7 +268,7 @@ def test_report_through_both_adapters(tmp_path, cross_encoder) -> None:
 
     monitor = RerankMonitor(log_path=tmp_path / "events.jsonl")
     compressor = RerankProdCompressor(reranker=Reranker(cross_encoder, top_n=2, observers=[monitor]))
-    postprocessor = RerankProdPostprocessor(Reranker(cross_encoder, top_n=2, observers=[monitor]))
+    postprocessor = RerankProdPostprocessor(reranker=Reranker(cross_encoder, top_n=2, observers=[monitor]))
     texts = ["The stock market fell.", "Rain is expected.", "Cats sleep most of the day."]
     compressor.compress_documents([Document(page_content=t) for t in texts], "how long do cats sleep?")
     nodes = [NodeWithScore(node=TextNode(text=t), score=1.0) for t in texts]

@@ -184,7 +184,7 @@ def test_real_prometheus_scrapes_both_adapters(prometheus_binary: None, cross_en
     compressor = RerankProdCompressor(
         reranker=Reranker(cross_encoder, top_n=2, result_cache=ResultCache(InMemoryCache()), observers=[lc_metrics])
     )
-    postprocessor = RerankProdPostprocessor(Reranker(cross_encoder, top_n=2, observers=[li_metrics]))
+    postprocessor = RerankProdPostprocessor(reranker=Reranker(cross_encoder, top_n=2, observers=[li_metrics]))
 
     metrics_app = li_metrics.wsgi_app()
 

@@ -226,7 +226,7 @@ def test_llamaindex_query_is_the_parent(provider, exporter, cross_encoder) -> No
     from llamaindex_rerank_prod import RerankProdPostprocessor
 
     postprocessor = RerankProdPostprocessor(
-        Reranker(cross_encoder, top_n=1, observers=[OpenTelemetryTracing(provider)])
+        reranker=Reranker(cross_encoder, top_n=1, observers=[OpenTelemetryTracing(provider)])
     )
     nodes = [NodeWithScore(node=TextNode(text=c.text), score=c.retrieval_score) for c in CANDIDATES]
     tracer = provider.get_tracer("app")
