@@ -191,7 +191,7 @@ def test_caller_storm_stays_within_budget_and_leaves_nothing_behind() -> None:
     assert outcomes.count("full") >= 1.5 / (5 * PER_PAIR_S) * 0.5  # at least half the sequential throughput
     assert "shed" in outcomes
     time.sleep(0.1)
-    assert threading.active_count() == threads_before
+    assert threading.active_count() <= threads_before  # nothing left behind (another test's thread may end meanwhile)
     assert engine.snapshot()["queued_requests"] == 0
     assert engine.score("q", texts(5), Deadline.after(budget)) == [float(i) for i in range(5)]  # recovered
 
