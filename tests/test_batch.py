@@ -67,6 +67,20 @@ def without_latency(rows: dict[str, dict]) -> dict[str, dict]:
     return {qid: {key: value for key, value in row.items() if key != "latency_s"} for qid, row in rows.items()}
 
 
+def without_scores(row: dict) -> dict:
+    """A result row without its latency and float scores (compared with a tolerance instead)."""
+    floats = {"relevance_score", "rerank_score", "retrieval_score"}
+    kept = {key: value for key, value in row.items() if key not in {"latency_s", "ranking"}}
+    kept["ranking"] = [{k: v for k, v in item.items() if k not in floats} for item in row["ranking"]]
+    return kept
+
+
+def trec_run(path: Path) -> dict[tuple[str, str, str], float]:
+    """A TREC run file as (query id, doc id, rank) -> score."""
+    rows = (line.split() for line in path.read_text().splitlines())
+    return {(qid, doc, rank): float(score) for qid, _, doc, rank, score, _ in rows}
+
+
 def one_torch_thread():
     """Ray gives each actor as many torch threads as CPUs (1 here); float32 sums depend on the
     thread count, so the single-process reference runs with the same one thread."""
@@ -98,16 +112,23 @@ def test_ray_results_are_identical_to_the_single_process_path(
     assert (local.queries, distributed.queries) == (QUERIES, QUERIES)
     assert distributed.pairs == local.pairs == QUERIES * TOP_K
     local_rows, ray_rows = by_query(tmp_path / "local"), by_query(tmp_path / "ray")
-    assert without_latency(ray_rows) == without_latency(local_rows)
+    # Ray Data cuts blocks its own way, so different queries share a forward pass: the padding moves
+    # float32 scores by ~1e-7. Everything else (order, ids, sources) is identical.
+    assert ray_rows.keys() == local_rows.keys()
+    for qid, local_row in local_rows.items():
+        assert without_scores(ray_rows[qid]) == without_scores(local_row)
+        for key in ("relevance_score", "rerank_score", "retrieval_score"):
+            theirs = [item[key] for item in ray_rows[qid]["ranking"]]
+            assert theirs == pytest.approx([item[key] for item in local_row["ranking"]], rel=1e-5, abs=1e-6)
     for qid, result in direct.items():
         # The batch path shares forward passes between queries: padding moves float32 scores by ~1e-7.
         ranking = local_rows[qid]["ranking"]
         assert [i["id"] for i in ranking] == [item.candidate.id for item in result]
         assert [i["relevance_score"] for i in ranking] == pytest.approx([item.relevance_score for item in result])
         assert local_rows[qid]["source"] == str(result.source) == "model"
-    run_lines = sorted((tmp_path / "ray" / "run.trec").read_text().splitlines())
-    assert run_lines == sorted((tmp_path / "local" / "run.trec").read_text().splitlines())
-    assert len(run_lines) == QUERIES * TOP_K
+    ray_run, local_run = (trec_run(tmp_path / name / "run.trec") for name in ("ray", "local"))
+    assert ray_run.keys() == local_run.keys() and len(ray_run) == QUERIES * TOP_K
+    assert [ray_run[key] for key in local_run] == pytest.approx(list(local_run.values()), rel=1e-5, abs=1e-6)
 
 
 @pytest.mark.slow
