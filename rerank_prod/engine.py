@@ -232,13 +232,24 @@ class ScoringEngine:
         if per_unit is None:
             return  # nothing measured yet: admit, the first batch gives the estimate
         remaining = deadline.remaining()
-        ahead = (self._queued_units + self._in_flight_units) * per_unit / self.workers
+        ahead = self._work_ahead(per_unit)
         own = sum(units) * per_unit
         first_chunk = min(own, self.max_chunk_s)
         needed = ahead + (own if own <= remaining else first_chunk)
         if needed > remaining:
             self._counts["shed"] += 1
             raise ScoringShed("shed by the engine: the work queued ahead would not let it finish within budget")
+
+    def _work_ahead(self, per_unit: float) -> float:
+        """Seconds until the workers reach a request queued now (lock held), served in order. A
+        request with a deadline is cut there: it holds the workers until its deadline at most,
+        however many of its pairs are still queued, and not at all if its deadline comes first."""
+        clock = self._in_flight_units * per_unit / self.workers
+        for request in self._queue:
+            work = sum(request.units[request.handed_out :]) * per_unit / self.workers
+            ends = clock + work if request.deadline is None else min(clock + work, request.deadline.remaining())
+            clock = max(clock, ends)
+        return clock
 
     def _abandon(self, request: _Request) -> None:
         with self._lock:

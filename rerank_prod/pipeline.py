@@ -30,6 +30,7 @@ from rerank_prod.redaction import RedactedError, redact
 from rerank_prod.scoring.base import Scorer, checked_scores
 from rerank_prod.scoring.chunked import ChunkedScorer
 from rerank_prod.semantic_cache import SemanticCache
+from rerank_prod.throttled_log import ThrottledLog
 from rerank_prod.types import (
     Candidate,
     GateDecision,
@@ -214,6 +215,7 @@ class Reranker:
         self._bound = tuple(observer.bind(self) for observer in self.observers)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._warnings = ThrottledLog(logger)  # one fallback warning per kind per 10 s, however many calls
 
     def __repr__(self) -> str:
         return (
@@ -418,7 +420,8 @@ class Reranker:
 
     def _fallback(self, call: _Call, failure: Exception, decision: GateDecision | None) -> Plan[RerankResult]:
         reason = _describe(failure)
-        logger.warning(
+        self._warnings.warning(
+            f"{self.scorer.name}|{type(failure).__name__}",
             "re-ranking with %s failed (%s: %s); falling back",
             self.scorer.name,
             type(failure).__name__,
@@ -431,7 +434,12 @@ class Reranker:
             except EffectFailed as secondary_failure:
                 cause = secondary_failure.cause
                 reason = f"{reason}; secondary {secondary.name}: {_describe(cause)}"
-                logger.warning("fallback scorer %s failed too: %s", secondary.name, redact(f"{cause}"))
+                self._warnings.warning(
+                    f"{secondary.name}|{type(cause).__name__}|secondary",
+                    "fallback scorer %s failed too: %s",
+                    secondary.name,
+                    redact(f"{cause}"),
+                )
             else:
                 how = "" if scored.partial is None else f"; secondary {scored.partial}"
                 return self._finish(

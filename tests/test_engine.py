@@ -129,6 +129,26 @@ def test_work_that_cannot_fit_the_budget_is_shed_at_once() -> None:
     assert engine.score("q", texts(10), Deadline.after(0.5)) == [float(i) for i in range(10)]  # recovered
 
 
+def test_queued_work_counts_only_until_its_callers_deadline() -> None:
+    """6 s of pairs queued by a caller with 0.15 s left hold the worker 0.15 s at most: a request
+    behind it that fits in what remains after that is admitted and fully scored, not shed."""
+    engine = warmed(ScoringEngine(Forward(), name="t", max_batch_pairs=4, max_chunk_s=0.04))
+    hurried: list[BaseException] = []
+
+    def hurried_caller() -> None:
+        try:
+            engine.score("busy", texts(600), Deadline.after(0.15))
+        except PartialScores as partial:
+            hurried.append(partial)
+
+    blocker = threading.Thread(target=hurried_caller)
+    blocker.start()
+    time.sleep(0.02)
+    assert engine.score("q", texts(10), Deadline.after(0.6)) == [float(i) for i in range(10)]
+    blocker.join(timeout=10)
+    assert len(hurried) == 1 and engine.snapshot()["shed"] == 0
+
+
 def test_a_full_queue_sheds() -> None:
     engine = ScoringEngine(Forward(), name="t", max_batch_pairs=2, max_queued_pairs=10)
     blocker = threading.Thread(target=engine.score, args=("busy", texts(10)))

@@ -92,8 +92,23 @@ def _sequential_throughput(reranker: Any, sets: list[CandidateSet], seconds: flo
     return calls / (time.monotonic() - started)
 
 
-def _threads(reranker: Any, sets: list[CandidateSet], callers: int, seconds: float) -> list[RerankResult]:
-    results: list[RerankResult] = []
+@dataclass(frozen=True)
+class _Outcome:
+    """What the load report needs of one call. Results themselves are not kept: thousands of them
+    (each holding every candidate) would grow RSS and the garbage collector's pauses, which the run
+    would then report as the re-ranker's."""
+
+    kind: SourceKind
+    shed: bool
+    latency_s: float
+
+    @classmethod
+    def of(cls, result: RerankResult) -> _Outcome:
+        return cls(result.source.kind, "shed by the engine" in result.source.detail, result.latency_s)
+
+
+def _threads(reranker: Any, sets: list[CandidateSet], callers: int, seconds: float) -> list[_Outcome]:
+    results: list[_Outcome] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
 
@@ -101,9 +116,9 @@ def _threads(reranker: Any, sets: list[CandidateSet], callers: int, seconds: flo
         call = index
         while time.monotonic() < stop_at:
             _, query, candidates = sets[call % len(sets)]
-            result = reranker.rerank(query, candidates)
+            outcome = _Outcome.of(reranker.rerank(query, candidates))
             with lock:
-                results.append(result)
+                results.append(outcome)
             call += callers
             time.sleep(0)  # a server thread reads its next request: let the others (and the engine) run
 
@@ -117,8 +132,8 @@ def _threads(reranker: Any, sets: list[CandidateSet], callers: int, seconds: flo
 
 async def _coroutines(
     reranker: Any, sets: list[CandidateSet], callers: int, seconds: float
-) -> tuple[list[RerankResult], list[float]]:
-    results: list[RerankResult] = []
+) -> tuple[list[_Outcome], list[float]]:
+    results: list[_Outcome] = []
     lags: list[float] = []
     stop_at = time.monotonic() + seconds
 
@@ -126,7 +141,7 @@ async def _coroutines(
         call = index
         while time.monotonic() < stop_at:
             _, query, candidates = sets[call % len(sets)]
-            results.append(await reranker.arerank(query, candidates))
+            results.append(_Outcome.of(await reranker.arerank(query, candidates)))
             call += callers
             await asyncio.sleep(0)  # a shed call never suspends: yield as a server awaiting its next request
 
@@ -174,8 +189,8 @@ def run_load(options: LoadOptions, progress: Callable[[str], None] = lambda _: N
             results, lags = asyncio.run(_coroutines(bounded, sets, options.callers, options.seconds))
         wall = time.monotonic() - started
     recovery = _recovery_s(bounded, sets)
-    kinds = Counter(result.source.kind for result in results)
-    shed = sum("shed by the engine" in result.source.detail for result in results)
+    kinds = Counter(result.kind for result in results)
+    shed = sum(result.shed for result in results)
     answered = sum(kinds[kind] for kind in _ANSWERED)
     latencies = [result.latency_s for result in results]
     calls = len(results)
