@@ -187,11 +187,15 @@ class ScoringEngine:
         return self._outcome(request)
 
     def snapshot(self) -> dict[str, float | int | None]:
-        """Counters (requests served, partial, timed out, shed, pairs scored, pairs wasted past a
-        deadline), the queue and the service-time estimate, for metrics and benchmarks."""
+        """Counters (requests served, partial, timed out, shed, pairs scored, forward passes run,
+        pairs wasted past a deadline), the queue and the service-time estimate, for metrics and
+        benchmarks. `pairs / batches` above one caller's list size shows calls sharing passes."""
         with self._lock:
             return {
-                **{key: self._counts[key] for key in ("served", "partial", "timeout", "shed", "pairs", "wasted_pairs")},
+                **{
+                    key: self._counts[key]
+                    for key in ("served", "partial", "timeout", "shed", "pairs", "batches", "wasted_pairs")
+                },
                 "queued_requests": len(self._queue),
                 "queued_units": self._queued_units,
                 "seconds_per_unit": self._seconds_per_unit,
@@ -357,6 +361,7 @@ class ScoringEngine:
         finished: list[_Request] = []
         with self._lock:
             self._in_flight_units -= units
+            self._counts["batches"] += 1
             if scores is not None and units:
                 observed = elapsed / units
                 previous = self._seconds_per_unit
