@@ -304,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--concurrency-size", type=_positive_int, help="candidates per call under concurrency (default: smallest)"
     )
+    bench.add_argument(
+        "--ndcg-queries",
+        type=int,
+        default=0,
+        help="also NDCG@10 per precision (auto, fp32, bf16) over this many queries' top-(largest size) "
+        "candidates, unbounded, next to the first stage (default 0: skip)",
+    )
     budget = bench.add_argument_group("budget under load (--load) and anytime ranking (--anytime)")
     budget.add_argument("--load", choices=("threads", "async"), help="run the load mode instead of the latency bench")
     budget.add_argument("--callers", type=_positive_int, default=16, help="concurrent callers under --load")
@@ -450,7 +457,7 @@ def _can_plot() -> bool:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from rerank_prod.evaluation.bench import BenchOptions, run_bench
+    from rerank_prod.evaluation.bench import BenchOptions, precision_quality, run_bench
     from rerank_prod.evaluation.dataset import EvalInputError, load_beir
     from rerank_prod.evaluation.first_stage import candidate_sets, first_stage_rankings
     from rerank_prod.evaluation.report import bench_sections
@@ -477,7 +484,12 @@ def _bench(args: argparse.Namespace) -> None:
         calls_per_caller=args.calls_per_caller,
         memory=args.memory,
     )
-    report = run_bench(options, (lambda m: print(f"... {m}", file=sys.stderr)) if args.progress else lambda _: None)
+    progress = (lambda m: print(f"... {m}", file=sys.stderr)) if args.progress else lambda _: None
+    report = run_bench(options, progress)
+    if args.ndcg_queries > 0:
+        report["quality"] = precision_quality(
+            args.model, full[: args.ndcg_queries], dataset.qrels, ("auto", "fp32", "bf16"), progress
+        )
     report["settings"] = {
         "dataset": str(args.dataset),
         "split": args.split,

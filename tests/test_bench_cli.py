@@ -22,6 +22,7 @@ def test_cli_names_match_the_registry() -> None:
 def test_bench_all_systems_on_a_small_slice(scifact_dir, cross_encoder_path, tmp_path, capsys) -> None:
     out = tmp_path / "bench"
     flags = "--sizes 3,5 --queries 2 --repeats 1 --concurrency 2 --calls-per-caller 1 --no-memory --no-progress"
+    flags += " --ndcg-queries 2"
     code = main(["bench", str(scifact_dir), "--model", cross_encoder_path, "--out", str(out), *flags.split()])
     assert code == 0
     report = json.loads((out / "bench.json").read_text())
@@ -40,7 +41,22 @@ def test_bench_all_systems_on_a_small_slice(scifact_dir, cross_encoder_path, tmp
     assert report["concurrency"]["size"] == 3
     assert all(r["calls"] == 2 and r["calls_per_s"] > 0 for r in report["concurrency"]["systems"].values())
     assert report["memory"] == {}
+    # achieved rate on the real tokens: more candidates, more work; a longer cap never less
+    sizes = report["sizes"]
+    assert 0 < sizes["3"]["core"]["gflop_per_call"] < sizes["5"]["core"]["gflop_per_call"]
+    assert sizes["5"]["llamaindex-sentence-transformer"]["gflop_per_call"] >= sizes["5"]["core"]["gflop_per_call"]
+    assert all(result["gflop_per_s"] > 0 for result in sizes["5"].values())
+    quality = report["quality"]
+    assert quality["queries"] == 2 and quality["candidates"] == 5
+    assert [row["system"].split(" (")[0] for row in quality["rows"]] == [
+        "first stage",
+        "core auto",
+        "core fp32",
+        "core bf16",
+    ]
+    assert all(0 <= row["ndcg@10"] <= 1 for row in quality["rows"])
     printed = capsys.readouterr().out
+    assert "NDCG@10 per precision" in printed and "GFLOP/s at p50" in printed
     assert "p50 ratio (row / column)" in printed and "Concurrent async callers" in printed
     assert "## 5 candidates per call" in (out / "bench.md").read_text()
 

@@ -326,6 +326,56 @@ async def _concurrent(
     }
 
 
+def encoder_gflop(model: str, candidate_sets: list[CandidateSet], max_tokens: int) -> float:
+    """Mean GFLOP of one call on the real tokens (no padding): per pair of n tokens, the encoder's
+    matrix products (2 x layer parameters x n, per layer) plus attention (4 x hidden x n^2, per layer).
+    Embeddings, norms and the head are left out (under 1% here): the rate it gives is a floor."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(model)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    hidden, layers, inner = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    per_token = 2 * layers * (4 * hidden * hidden + 2 * hidden * inner)
+    total = 0.0
+    for _, query, candidates in candidate_sets:
+        encoded = tokenizer(
+            [query] * len(candidates), [c.text for c in candidates], truncation=True, max_length=max_tokens
+        )
+        for ids in encoded["input_ids"]:
+            n = len(ids)
+            total += per_token * n + 4 * layers * hidden * n * n
+    return total / len(candidate_sets) / 1e9
+
+
+def precision_quality(
+    model: str,
+    candidate_sets: list[CandidateSet],
+    qrels: Mapping[str, Mapping[str, int]],
+    precisions: Sequence[Precision],
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """NDCG@10 of the core at each precision (no budget) and of the first-stage order, same sets."""
+    from rerank_prod import CrossEncoderScorer, Reranker
+    from rerank_prod.evaluation.ir_metrics import evaluate, mean_metrics
+
+    judged = {qid: dict(qrels[qid]) for qid, _, _ in candidate_sets if qid in qrels}
+
+    def ndcg(rankings: dict[str, list[str]]) -> float:
+        return mean_metrics(evaluate(judged, rankings, [10]))["ndcg@10"]
+
+    rows = [{"system": "first stage", "ndcg@10": ndcg({q: [c.id or "" for c in cs] for q, _, cs in candidate_sets})}]
+    for precision in precisions:
+        scorer = CrossEncoderScorer(model, precision=precision)
+        progress(f"NDCG@10 at precision {precision} ({scorer.precision}), {len(candidate_sets)} queries")
+        reranker = Reranker(scorer)
+        rankings = {
+            qid: [item.candidate.id or "" for item in reranker.rerank(query, candidates)]
+            for qid, query, candidates in candidate_sets
+        }
+        rows.append({"system": f"core {precision} ({scorer.precision})", "ndcg@10": ndcg(rankings)})
+    return {"queries": len(judged), "candidates": len(candidate_sets[0][2]), "rows": rows}
+
+
 def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Latency, agreement, memory and concurrency for every system and candidate-set size.
     Everything is keyed by the systems' short names; the first system's order is the reference."""
@@ -348,14 +398,20 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda _:
     for size, candidate_sets in options.sets.items():
         progress(f"{len(systems)} systems x {len(candidate_sets)} sets x {options.repeats} rounds, {size} candidates")
         latencies, orders = _timed_rounds(systems, candidate_sets, options.repeats, options.warmup)
-        report["sizes"][size] = {
-            key: {
-                "latency_ms": latency_ms(latencies[key]),
+        work = {
+            cap: encoder_gflop(options.model, candidate_sets, cap) for cap in {s.max_tokens for s in systems.values()}
+        }
+        report["sizes"][size] = {}
+        for key, system in systems.items():
+            latency = latency_ms(latencies[key])
+            p50_ms = latency["p50"]
+            report["sizes"][size][key] = {
+                "latency_ms": latency,
                 "calls": len(latencies[key]),
+                "gflop_per_call": work[system.max_tokens],
+                "gflop_per_s": None if not p50_ms else work[system.max_tokens] / (p50_ms / 1000),
                 **_agreement(orders[reference], orders[key]),
             }
-            for key in systems
-        }
         if size == options.concurrency_size and options.concurrency > 0:
             progress(f"{options.concurrency} concurrent async callers, {size} candidates")
             report["concurrency"] = {

@@ -197,7 +197,8 @@ def plot_quality_latency(report: dict[str, Any], path: Path) -> None:
 
 def _bench_latency_rows(report: dict[str, Any], size: int) -> tuple[list[str], list[list[str]]]:
     reference = report["systems"][report["reference"]]["name"]
-    header = ["system", "max tokens", "p50 ms", "p95 ms", "mean ms", "calls", f"same order as {reference}"]
+    header = ["system", "max tokens", "p50 ms", "p95 ms", "mean ms", "GFLOP/call", "GFLOP/s at p50", "calls"]
+    header.append(f"same order as {reference}")
     rows = []
     for key, result in report["sizes"][size].items():
         latency = result["latency_ms"]
@@ -210,6 +211,8 @@ def _bench_latency_rows(report: dict[str, Any], size: int) -> tuple[list[str], l
                 number(latency["p50"], 1),
                 number(latency["p95"], 1),
                 number(latency["mean"], 1),
+                number(result.get("gflop_per_call"), 1),
+                number(result.get("gflop_per_s"), 0),
                 str(result["calls"]),
                 agreement,
             ]
@@ -295,6 +298,20 @@ def bench_sections(report: dict[str, Any], *, markdown: bool = False) -> str:
         parts += [
             title(f"Concurrent async callers, {size} candidates per call"),
             render_table(*_bench_concurrency_rows(report), markdown=markdown),
+            "",
+        ]
+    if report.get("quality"):
+        quality = report["quality"]
+        base = next((row["ndcg@10"] for row in quality["rows"] if row["system"].startswith("core fp32")), None)
+        rows = [
+            [row["system"], number(row["ndcg@10"]), "-" if base is None else f"{row['ndcg@10'] - base:+.4f}"]
+            for row in quality["rows"]
+        ]
+        parts += [
+            title(
+                f"NDCG@10 per precision: {quality['queries']} queries x {quality['candidates']} candidates, unbounded"
+            ),
+            render_table(["system", "NDCG@10", "vs fp32"], rows, markdown=markdown),
             "",
         ]
     if report["memory"]:
