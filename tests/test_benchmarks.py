@@ -50,3 +50,11 @@ def test_batch_benchmark_smoke_run() -> None:
     assert done.returncode == 0, done.stderr
     assert "| Ray Data, 1 actor x 1 CPU |" in done.stdout
     assert "| single process, " in done.stdout
+
+
+@pytest.mark.needs_models
+def test_quickstart_budget_smoke_run() -> None:
+    """Runs the README quickstarts as written; the 95% target itself is the benchmark's, not a test's."""
+    done = _run("-m", "benchmarks.quickstart_budget", "--calls", "2", "--target", "0", timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "| LangChain | 0.5 s |" in done.stdout and "| LlamaIndex | 0.5 s |" in done.stdout
