@@ -231,15 +231,16 @@ class ScoringEngine:
 
     def _admit_within(self, deadline: Deadline, units: list[float]) -> None:
         """Refuse (with the lock held) what cannot be served before `deadline`: a request that fits
-        its budget alone must fit behind the queue; one too big for it must at least get a first chunk."""
+        its budget alone must fit behind the queue; one too big for it must at least get its first pair
+        scored (anytime ranking), whatever `max_chunk_s` says: the chunk is cut to what the deadline allows."""
         per_unit = self._seconds_per_unit
         if per_unit is None:
             return  # nothing measured yet: admit, the first batch gives the estimate
         remaining = deadline.remaining()
         ahead = self._work_ahead(per_unit)
         own = sum(units) * per_unit
-        first_chunk = min(own, self.max_chunk_s)
-        needed = ahead + (own if own <= remaining else first_chunk)
+        first_pair = units[0] * per_unit  # a worker takes a deadline-bound request's first pair alone if need be
+        needed = ahead + (own if own <= remaining else first_pair)
         if needed > remaining:
             self._counts["shed"] += 1
             raise ScoringShed("shed by the engine: the work queued ahead would not let it finish within budget")
@@ -327,8 +328,9 @@ class ScoringEngine:
                     chunk_s = self.max_chunk_s
                 while request.handed_out < len(request.pairs) and len(batch) < most:
                     cost = request.units[request.handed_out]
-                    # the first pair is bounded by the deadlines only, the others by the chunk time too
-                    limit = deadline_left if not batch else min(deadline_left, chunk_s)
+                    # the first pair is bounded by the deadlines only; the others by the chunk time and
+                    # half the time left, so a chunk ends well before the deadline it serves
+                    limit = deadline_left if not batch else min(deadline_left / 2, chunk_s)
                     if (units + cost) * per_unit > limit:
                         break
                     batch.append((request, request.handed_out))

@@ -149,6 +149,17 @@ def test_queued_work_counts_only_until_its_callers_deadline() -> None:
     assert len(hurried) == 1 and engine.snapshot()["shed"] == 0
 
 
+def test_a_budget_shorter_than_a_chunk_still_gets_its_first_pairs() -> None:
+    """max_chunk_s (0.2 s) above the whole budget (0.1 s) must not shed a request whose first pair
+    (0.01 s) fits: it is answered partially, on time."""
+    engine = warmed(ScoringEngine(Forward(), name="t", max_batch_pairs=32, max_chunk_s=0.2))
+    started = time.monotonic()
+    with pytest.raises(PartialScores) as partial:
+        engine.score("q", texts(100), Deadline.after(0.1))
+    assert time.monotonic() - started < 0.1 + 0.03
+    assert 1 <= len(partial.value.scores) < 100 and engine.snapshot()["shed"] == 0
+
+
 def test_a_full_queue_sheds() -> None:
     engine = ScoringEngine(Forward(), name="t", max_batch_pairs=2, max_queued_pairs=10)
     blocker = threading.Thread(target=engine.score, args=("busy", texts(10)))
