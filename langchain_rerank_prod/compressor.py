@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
@@ -20,6 +21,20 @@ _API_KEY_ENV = {
     "llm-pointwise": "OPENAI_API_KEY",
     "llm-listwise": "OPENAI_API_KEY",
 }
+
+
+def document_candidate(document: object, position: int, score_key: str | None) -> Candidate:
+    """A LangChain `Document` as the core's candidate: text, `Document.id`, and the retriever score
+    from `metadata[score_key]` when present. Anything else is a `TypeError`."""
+    if not isinstance(document, Document):
+        raise TypeError(f"document {position} must be a langchain Document, got {type(document).__name__}")
+    score = document.metadata.get(score_key) if score_key else None
+    return Candidate(text=document.page_content, id=document.id, retrieval_score=score)
+
+
+def annotated(document: Document, metadata: dict[str, Any]) -> Document:
+    """A copy of `document` with the result metadata added (the input is never mutated)."""
+    return document.model_copy(update={"metadata": {**document.metadata, **metadata}})
 
 
 class RerankProdCompressor(RerankerSettings, BaseDocumentCompressor, Serializable):
@@ -55,22 +70,11 @@ class RerankProdCompressor(RerankerSettings, BaseDocumentCompressor, Serializabl
         return super().to_json() if self.serializable else self.to_json_not_implemented()
 
     def _candidates(self, documents: Sequence[Document]) -> list[Candidate]:
-        candidates = []
-        for position, document in enumerate(documents):
-            if not isinstance(document, Document):
-                raise TypeError(f"document {position} must be a langchain Document, got {type(document).__name__}")
-            score = document.metadata.get(self.retrieval_score_key) if self.retrieval_score_key else None
-            candidates.append(Candidate(text=document.page_content, id=document.id, retrieval_score=score))
-        return candidates
+        return [document_candidate(document, i, self.retrieval_score_key) for i, document in enumerate(documents)]
 
     @staticmethod
     def _documents(documents: Sequence[Document], result: RerankResult) -> list[Document]:
-        return [
-            documents[item.original_rank].model_copy(
-                update={"metadata": {**documents[item.original_rank].metadata, **item.metadata()}}
-            )
-            for item in result
-        ]
+        return [annotated(documents[item.original_rank], item.metadata()) for item in result]
 
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None

@@ -22,6 +22,38 @@ dispatcher = get_dispatcher(__name__)
 _HIDDEN = tuple(key for key in RESULT_METADATA_KEYS if key != "retrieval_score")
 
 
+def annotated_node(node: NodeWithScore, metadata: dict[str, Any], score: float) -> NodeWithScore:
+    """A copy of `node` scored `score`, with the result metadata added and kept out of the node's
+    LLM and embedding text (the input is never mutated)."""
+    inner = node.node
+    copy = inner.model_copy(
+        update={
+            "metadata": {**inner.metadata, **metadata},
+            "excluded_llm_metadata_keys": list(
+                dict.fromkeys([*inner.excluded_llm_metadata_keys, *metadata_hidden(metadata)])
+            ),
+            "excluded_embed_metadata_keys": list(
+                dict.fromkeys([*inner.excluded_embed_metadata_keys, *metadata_hidden(metadata)])
+            ),
+        }
+    )
+    return NodeWithScore(node=copy, score=score)
+
+
+def metadata_hidden(metadata: dict[str, Any]) -> list[str]:
+    """The keys kept out of prompts: all rerank-prod keys but `retrieval_score` (as LlamaIndex does)."""
+    return [key for key in (*_HIDDEN, *metadata) if key != "retrieval_score" and key in metadata]
+
+
+def node_candidate(node: object, position: int, metadata_mode: MetadataMode) -> Candidate:
+    """A LlamaIndex `NodeWithScore` as the core's candidate (node id, score); anything else: `TypeError`."""
+    if not isinstance(node, NodeWithScore):
+        raise TypeError(f"node {position} must be a NodeWithScore, got {type(node).__name__}")
+    return Candidate(
+        text=node.node.get_content(metadata_mode=metadata_mode), id=node.node.node_id, retrieval_score=node.score
+    )
+
+
 class RerankProdPostprocessor(RerankerSettings, BaseNodePostprocessor):
     """Re-ranks nodes; use as `index.as_query_engine(node_postprocessors=[...])`.
 
@@ -49,33 +81,11 @@ class RerankProdPostprocessor(RerankerSettings, BaseNodePostprocessor):
         return super().to_dict(**kwargs)
 
     def _candidates(self, nodes: list[NodeWithScore]) -> list[Candidate]:
-        candidates = []
-        for position, node in enumerate(nodes):
-            if not isinstance(node, NodeWithScore):
-                raise TypeError(f"node {position} must be a NodeWithScore, got {type(node).__name__}")
-            candidates.append(
-                Candidate(
-                    text=node.node.get_content(metadata_mode=self.metadata_mode),
-                    id=node.node.node_id,
-                    retrieval_score=node.score,
-                )
-            )
-        return candidates
+        return [node_candidate(node, position, self.metadata_mode) for position, node in enumerate(nodes)]
 
     @staticmethod
     def _nodes(nodes: list[NodeWithScore], result: RerankResult) -> list[NodeWithScore]:
-        reranked = []
-        for item in result:
-            node = nodes[item.original_rank].node
-            copy = node.model_copy(
-                update={
-                    "metadata": {**node.metadata, **item.metadata()},
-                    "excluded_llm_metadata_keys": list(dict.fromkeys([*node.excluded_llm_metadata_keys, *_HIDDEN])),
-                    "excluded_embed_metadata_keys": list(dict.fromkeys([*node.excluded_embed_metadata_keys, *_HIDDEN])),
-                }
-            )
-            reranked.append(NodeWithScore(node=copy, score=item.relevance_score))
-        return reranked
+        return [annotated_node(nodes[item.original_rank], item.metadata(), item.relevance_score) for item in result]
 
     def _top_n(self, nodes: list[NodeWithScore]) -> int:
         return self.top_n or self._pipeline().top_n or len(nodes)

@@ -205,8 +205,24 @@ def infinity_rerank(body: dict[str, Any], server: StandInServer) -> Any:
     }
 
 
+def follow_up_words(question: str, passages: Sequence[str], count: int = 6) -> str:
+    """The stand-in's follow-up query: the first passage's first `count` words the question lacks."""
+    known = words(question)
+    fresh = [word for word in _WORD.findall(passages[0].lower()) if word not in known] if passages else []
+    return " ".join(list(dict.fromkeys(fresh))[:count]) or question
+
+
+VARIANT_SUFFIXES = ("in other words", "specifically", "in general")
+"""The stand-in's query variants: the query followed by each of these, as many as asked for."""
+
+
 def _judge(prompt: dict[str, Any]) -> str:
-    """What a perfectly obedient LLM answers to rerank-prod's prompts: judgement by word overlap."""
+    """What a perfectly obedient LLM answers to rerank-prod's prompts: judgement by word overlap,
+    follow-up queries from the best passage's new words, variants by fixed suffixes."""
+    if "question" in prompt:
+        return json.dumps({"query": follow_up_words(prompt["question"], prompt["passages"])})
+    if "count" in prompt:
+        return json.dumps({"queries": [f"{prompt['query']} {s}" for s in VARIANT_SUFFIXES[: prompt["count"]]]})
     if "passage" in prompt:
         share = overlap(prompt["query"], prompt["passage"])
         return json.dumps({"relevance": round(10 * share, 3), "reason": f"{share:.0%} of the query's words"})

@@ -4,7 +4,8 @@ The names below are the public API: what users construct, implement, read and ca
 else (modules' other names, e.g. `rerank_prod.resilience.BudgetExhausted` or
 `rerank_prod.semantic_cache.VectorIndex`) is internal and may change between releases;
 `rerank_prod.effects` and `rerank_prod.validation` are internal as a whole. The observability
-subpackage has its own public names (`rerank_prod.observability.__all__`).
+and retrieval (multi-hop, query expansion) subpackages have their own public names
+(`rerank_prod.observability.__all__`, `rerank_prod.retrieval.__all__`).
 """
 
 from rerank_prod.cache import CacheBackend, InMemoryCache, ResultCache, ScoreCache

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -130,6 +130,8 @@ class RerankerSettings(BaseModel):
     semantic_cache_threshold: float | None = Field(default=None, description="Semantic cache: cosine threshold.")
 
     _from_settings: bool = PrivateAttr(default=False)
+    pipeline_settings: ClassVar[tuple[str, ...]] = _PIPELINE_SETTINGS
+    """The fields a prebuilt `reranker=` excludes."""
 
     @field_validator("top_n", "batch_size", "max_length", "rrf_k", mode="before")
     @classmethod
@@ -163,7 +165,7 @@ class RerankerSettings(BaseModel):
     @model_validator(mode="after")
     def _settings_or_reranker(self) -> Self:
         if self.reranker is not None:
-            given = sorted(set(_PIPELINE_SETTINGS) & self.model_fields_set)
+            given = sorted(set(self.pipeline_settings) & self.model_fields_set)
             if given:
                 raise ValueError(f"give either reranker= or pipeline settings, not both; got reranker= and {given}")
             return self
@@ -280,6 +282,15 @@ class RerankerSettings(BaseModel):
         type(self).__init__(self, **state["settings"])
 
 
+class RetrievalSettings(RerankerSettings):
+    """`RerankerSettings` for the multi-hop and expansion retrievers: `timeout_s` is the budget of the
+    whole retrieval (every hop, query writing and re-rank), so it is allowed beside a prebuilt
+    `reranker=` (which keeps its own per-re-rank `timeout_s`). Built from settings, the reranker gets
+    `timeout_s` as its cap too."""
+
+    pipeline_settings: ClassVar[tuple[str, ...]] = tuple(s for s in _PIPELINE_SETTINGS if s != "timeout_s")
+
+
 def _given(options: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
@@ -290,3 +301,19 @@ def as_list(items: object, what: str) -> list[Any]:
     if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
         raise TypeError(f"{what}, got {type(items).__name__}")
     return list(items)
+
+
+def query_writer(
+    given: Any, llm_model: str | None, llm_base_url: str | None, llm_api_key: SecretStr | None, what: str
+) -> Any:
+    """The query writer of a multi-hop / expansion retriever adapter: the callable given, or an
+    `LLMQueryWriter` from `llm_model` (+ `llm_base_url`, `llm_api_key`). Neither or both: `ValueError`."""
+    if (given is None) == (llm_model is None):
+        raise ValueError(f"give either {what}= (a callable) or llm_model= (an OpenAI-compatible chat model), not both")
+    if given is not None:
+        if not callable(given):
+            raise ValueError(f"{what} must be callable, got {type(given).__name__}")
+        return given
+    from rerank_prod.retrieval import LLMQueryWriter
+
+    return LLMQueryWriter(llm_model, base_url=llm_base_url, api_key=llm_api_key)  # type: ignore[arg-type]

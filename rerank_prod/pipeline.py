@@ -225,7 +225,14 @@ class Reranker:
 
     # --- public API ------------------------------------------------------------------------------
 
-    def rerank(self, query: str, candidates: Iterable[Candidate | str], *, top_n: int | None = None) -> RerankResult:
+    def rerank(
+        self,
+        query: str,
+        candidates: Iterable[Candidate | str],
+        *,
+        top_n: int | None = None,
+        deadline: Deadline | None = None,
+    ) -> RerankResult:
         """Re-rank `candidates` (retriever order, best first) for `query`.
 
         Returns a `RerankResult`: `items` best first (at most `top_n`, this call's value or the
@@ -243,18 +250,25 @@ class Reranker:
         `timeout_s` bounds the whole call (caches, embedding, scoring, fallback; see the class
         docstring); when it ends mid-scoring the result is partial ("partial:k/n scored in Xs"): the
         scored candidates ranked by the model, the rest after them in retriever order, with
-        `rerank_score` None. Inputs are never mutated.
+        `rerank_score` None. `deadline`: an outer budget this call is part of (e.g. one hop of a
+        multi-hop retrieval); the call ends by the earlier of it and its own `timeout_s`. Inputs are
+        never mutated.
         """
-        call = self._start(query, candidates, top_n)
+        call = self._start(query, candidates, top_n, deadline)
         with call.watch:
             return run(self._plan(call), call.watch.stage if self._bound else None)
 
     async def arerank(
-        self, query: str, candidates: Iterable[Candidate | str], *, top_n: int | None = None
+        self,
+        query: str,
+        candidates: Iterable[Candidate | str],
+        *,
+        top_n: int | None = None,
+        deadline: Deadline | None = None,
     ) -> RerankResult:
         """`rerank`, natively async: remote scorers and caches are awaited (no thread hop); a local
         model runs off the event loop. Same result, errors and budget as `rerank`."""
-        call = self._start(query, candidates, top_n)
+        call = self._start(query, candidates, top_n, deadline)
         return await self._arun(call)
 
     def rerank_many(
@@ -298,7 +312,13 @@ class Reranker:
 
     # --- the pipeline, written once ----------------------------------------------------------------
 
-    def _start(self, query: str, candidates: Iterable[Candidate | str], top_n: int | None) -> _Call:
+    def _start(
+        self,
+        query: str,
+        candidates: Iterable[Candidate | str],
+        top_n: int | None,
+        outer: Deadline | None = None,
+    ) -> _Call:
         started = time.perf_counter()
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
@@ -315,7 +335,11 @@ class Reranker:
             items.append(item)
         _check_top_n(top_n)
         chosen_top_n = self.top_n if top_n is None else top_n
+        if outer is not None and not isinstance(outer, Deadline):
+            raise TypeError(f"deadline must be a Deadline or None, got {type(outer).__name__}")
         deadline = None if self.timeout_s is None else Deadline.after(self.timeout_s)
+        if outer is not None and (deadline is None or outer.expires_at < deadline.expires_at):
+            deadline = outer
         watch = CallWatch(self._bound, len(items), chosen_top_n)
         return _Call(query, tuple(items), chosen_top_n, started, watch, deadline)
 

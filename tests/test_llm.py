@@ -238,7 +238,7 @@ def test_structured_output_steps_down_when_the_server_rejects_it(llm: StandInSer
         "json_object",
         None,
     ]
-    assert "response_format" not in pointwise(llm, json_mode=False)._request("x", {}, None)
+    assert "response_format" not in pointwise(llm, json_mode=False)._request("x", {}, {}, None)
 
 
 # --- listwise -----------------------------------------------------------------------------------

@@ -58,8 +58,34 @@ CORE = [
     ("module", "expected"),
     [
         ("rerank_prod", CORE),
-        ("langchain_rerank_prod", ["RerankProdCompressor"]),
-        ("llamaindex_rerank_prod", ["RerankProdPostprocessor"]),
+        (
+            "langchain_rerank_prod",
+            ["RerankProdCompressor", "RerankProdMultiHopRetriever", "RerankProdQueryExpansionRetriever"],
+        ),
+        (
+            "llamaindex_rerank_prod",
+            ["RerankProdMultiHopRetriever", "RerankProdPostprocessor", "RerankProdQueryExpansionRetriever"],
+        ),
+        (
+            "rerank_prod.retrieval",
+            [
+                "ExpandedCandidate",
+                "ExpansionResult",
+                "Hop",
+                "HopCandidate",
+                "KeyTermsFollowUp",
+                "LLMQueryWriter",
+                "MultiHopReranker",
+                "MultiHopResult",
+                "PseudoRelevanceExpander",
+                "QueryExpansionReranker",
+                "TermStatistics",
+                "candidate_key",
+                "combine_hops",
+                "hop_weights",
+                "merge_ranked_lists",
+            ],
+        ),
         (
             "rerank_prod.observability",
             [

@@ -11,6 +11,10 @@ A configuration is a dict; every `Reranker` setting is reachable from it:
      "timeout_s": 2.0, "fallback": {"type": "cross-encoder", "model": "smaller-model"},
      "top_n": null, "score_threshold": null}
 
+A `"multihop": {"generator": "key-terms", "hops": 2, ...}` or `"expansion": {"generator": "prf", ...}`
+table runs the configuration as multi-hop or query-expansion re-ranking over the eval's BM25 index
+(`rerank_prod.evaluation.retrieval` lists the options).
+
 A scorer table with `chunk = "max"` (or "first", "mean"; options `chunk_window`, `chunk_overlap`,
 `chunk_max`) scores long texts as overlapping windows (`ChunkedScorer`). A file written by
 `rerank-prod tune` is such a configuration file too (`--config tuned.json`).
@@ -66,8 +70,28 @@ CONFIG_KEYS = (
     "fallback_timeout_s",
     "top_n",
     "score_threshold",
+    "multihop",
+    "expansion",
 )
-_TABLE_KEYS = ("scorer", "fusion", "gate", "result_cache", "score_cache", "semantic_cache", "fallback")
+RETRIEVAL_TABLES = ("multihop", "expansion")
+"""Tables that turn a configuration into multi-hop or query-expansion re-ranking over the eval's BM25
+(`rerank_prod.evaluation.retrieval`); their type is the query writer, e.g. `multihop = "key-terms"`."""
+_TABLE_KEYS = (
+    "scorer",
+    "fusion",
+    "gate",
+    "result_cache",
+    "score_cache",
+    "semantic_cache",
+    "fallback",
+    *RETRIEVAL_TABLES,
+)
+
+
+def _type_key(table: str) -> str:
+    """The key a table's shorthand value sets: a cache's backend, a retrieval table's generator, else type."""
+    return "backend" if table.endswith("cache") else "generator" if table in RETRIEVAL_TABLES else "type"
+
 
 T = TypeVar("T")
 
@@ -209,7 +233,7 @@ def normalize_spec(raw: Mapping[str, Any], default_scorer: Mapping[str, Any], po
     for key in _TABLE_KEYS:
         value = spec.get(key)
         if isinstance(value, str):  # shorthand: fusion="rrf", scorer="cross-encoder", result_cache="memory"
-            spec[key] = {"backend" if key.endswith("cache") else "type": value}
+            spec[key] = {_type_key(key): value}
         elif value is not None and not isinstance(value, Mapping) and (key == "scorer" or not isinstance(value, bool)):
             raise EvalInputError(f"re-ranker configuration {position}: {key!r} must be a table, got {value!r}")
     scorer = dict(spec.get("scorer") or {})
@@ -236,6 +260,10 @@ def describe(spec: Spec) -> str:
         parts.append("cached")
     if spec.get("fallback") or spec.get("timeout_s"):
         parts.append("deadline")
+    for table in RETRIEVAL_TABLES:
+        if spec.get(table):
+            options = spec[table] if isinstance(spec[table], Mapping) else {}
+            parts.append(f"{table} {options.get('generator', 'built-in')}")
     return " + ".join(parts)
 
 
@@ -260,7 +288,7 @@ def parse_flag_spec(text: str) -> Spec:
         table, dot, option = key.partition(".")
         if not dot:
             if table in _TABLE_KEYS and isinstance(spec.get(table), dict):
-                spec[table]["backend" if table.endswith("cache") else "type"] = _parse_value(value)
+                spec[table][_type_key(table)] = _parse_value(value)
             else:
                 spec[table] = _parse_value(value)
             continue
@@ -268,7 +296,7 @@ def parse_flag_spec(text: str) -> Spec:
             raise EvalInputError(f"--reranker key {key!r}: only {', '.join(_TABLE_KEYS)} take options")
         current = spec.get(table)
         if isinstance(current, str):
-            current = {"backend" if table.endswith("cache") else "type": current}
+            current = {_type_key(table): current}
         elif not isinstance(current, dict):
             current = {}
         current[option] = _parse_value(value)

@@ -15,6 +15,7 @@ from rerank_prod.evaluation.configs import Spec
 from rerank_prod.evaluation.dataset import EvalInputError, Qrels, load_beir
 from rerank_prod.evaluation.first_stage import Ranking, candidate_sets, first_stage_rankings, write_run
 from rerank_prod.evaluation.ir_metrics import evaluate, mean_metrics
+from rerank_prod.evaluation.retrieval import corpus_retriever
 from rerank_prod.evaluation.runner import ConfigRun, docids, gate_sweep, latency_ms, run_configs
 from rerank_prod.gate import GateScale
 
@@ -179,8 +180,14 @@ def run_eval(options: EvalOptions) -> dict[str, Any]:
     candidates = candidate_sets(dataset, first_stage)
     queries = {q: dataset.queries[q] for q in query_ids}
     if options.ray_actors is None:
-        runs = run_configs(options.specs, queries, candidates, replay=options.replay, progress=options.progress)
+        corpus = corpus_retriever(dataset, options.top_k, k1=options.bm25_k1, b=options.bm25_b)
+        runs = run_configs(
+            options.specs, queries, candidates, replay=options.replay, progress=options.progress, corpus=corpus
+        )
     else:
+        retrieval = [spec["name"] for spec in options.specs if spec.get("multihop") or spec.get("expansion")]
+        if retrieval:
+            raise EvalInputError(f"multihop / expansion configurations {retrieval} do not run on Ray; drop --ray")
         from rerank_prod.batch.evaluation import run_configs_on_ray
 
         runs = run_configs_on_ray(options.specs, queries, candidates, actors=options.ray_actors)

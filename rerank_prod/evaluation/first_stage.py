@@ -49,6 +49,35 @@ def bm25_rankings(
     }
 
 
+class BM25Retriever:
+    """BM25 over the dataset's corpus as a retriever callable (query -> candidates, best first), the
+    same index settings as `bm25_rankings`: the retriever of multi-hop and expansion configurations."""
+
+    def __init__(self, dataset: BeirDataset, top_k: int, *, k1: float = 0.9, b: float = 0.4) -> None:
+        import bm25s
+        import Stemmer
+
+        self.dataset = dataset
+        self.top_k = top_k
+        self._stemmer = Stemmer.Stemmer("english")
+        self._doc_ids = list(dataset.corpus)
+        self._index = bm25s.BM25(k1=k1, b=b)
+        passages = [dataset.corpus[d].passage for d in self._doc_ids]
+        tokens = bm25s.tokenize(passages, stopwords="en", stemmer=self._stemmer, show_progress=False)
+        self._index.index(tokens, show_progress=False)
+
+    def __call__(self, query: str) -> list[Candidate]:
+        import bm25s
+
+        tokens = bm25s.tokenize([query], stopwords="en", stemmer=self._stemmer, return_ids=False, show_progress=False)
+        if not tokens or not tokens[0]:
+            return []
+        k = min(self.top_k, len(self._doc_ids))
+        positions, scores = self._index.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+        hits = [(self._doc_ids[int(p)], float(s)) for p, s in zip(positions[0], scores[0], strict=True) if s > 0]
+        return [Candidate(text=self.dataset.corpus[d].passage, id=d, retrieval_score=s) for d, s in hits]
+
+
 def read_run(path: str | Path) -> dict[str, Ranking]:
     """A TREC run file (`qid Q0 docid rank score tag`), each query sorted by score, highest first.
 

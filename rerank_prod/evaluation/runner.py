@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from rerank_prod.deadline import Deadline
 from rerank_prod.evaluation.configs import Spec, build_reranker
 from rerank_prod.evaluation.first_stage import Ranking
+from rerank_prod.evaluation.retrieval import CorpusRetriever, Pipeline, build_pipeline
 from rerank_prod.gate import ConfidenceGate, GateScale
 from rerank_prod.metrics import latency_summary
 from rerank_prod.pipeline import Reranker
 from rerank_prod.resilience import CircuitBreaker
+from rerank_prod.retrieval import ExpansionResult, MultiHopResult
 from rerank_prod.scoring import Scorer
 from rerank_prod.types import Candidate, RerankResult, SourceKind
 
@@ -112,7 +114,7 @@ class ConfigRun:
         return latency_ms(self.latencies_s.values())
 
 
-def _ranking(result: RerankResult) -> Ranking:
+def _ranking(result: RerankResult | MultiHopResult | ExpansionResult) -> Ranking:
     return [(item.candidate.id or "", item.relevance_score) for item in result.items]
 
 
@@ -124,9 +126,11 @@ def run_config(
     recordings: dict[str, Recording] | None,
     *,
     progress: bool = False,
+    pipeline: Pipeline | None = None,
 ) -> ConfigRun:
     """Re-rank every query's candidates with one configuration. `recordings` (None: never replay)
-    is shared across configurations and keyed by scorer settings."""
+    is shared across configurations and keyed by scorer settings. `pipeline`: multi-hop or
+    expansion around `reranker` (its source in the report gets the hop / variant summary)."""
     from tqdm.auto import tqdm
 
     replay = recordings is not None and spec.get("timeout_s") is None
@@ -140,11 +144,14 @@ def run_config(
         if not candidates[qid]:
             run.rankings[qid] = []
             continue
-        result = reranker.rerank(queries[qid], candidates[qid])
+        result = (pipeline or reranker).rerank(queries[qid], candidates[qid])
         run.rankings[qid] = _ranking(result)
         run.latencies_s[qid] = result.latency_s + (replayer.take_replayed_s() if replayer else 0.0)
-        run.sources[qid] = str(result.source)
-        run.gate_skips += result.gate is not None and not result.gate.rerank
+        if isinstance(result, RerankResult):
+            run.sources[qid] = str(result.source)
+            run.gate_skips += result.gate is not None and not result.gate.rerank
+        else:
+            run.sources[qid] = f"{result.source} [{result.summary}]"
     if reranker.score_cache is not None:
         run.score_cache = reranker.score_cache.stats.snapshot()
     return run
@@ -197,14 +204,24 @@ def run_configs(
     *,
     replay: bool = True,
     progress: bool = False,
+    corpus: CorpusRetriever | None = None,
 ) -> list[ConfigRun]:
     """Builds every configuration before running any, so a broken one fails in seconds, not after
-    the others have run for minutes."""
+    the others have run for minutes. `corpus`: the retriever of multi-hop / expansion configurations."""
     rerankers = [build_reranker(spec) for spec in specs]
+    pipelines = [build_pipeline(spec, reranker, corpus) for spec, reranker in zip(specs, rerankers, strict=True)]
     recordings: dict[str, Recording] | None = {} if replay else None
     return [
-        run_config(spec, reranker, queries, candidates, recordings, progress=progress)
-        for spec, reranker in zip(specs, rerankers, strict=True)
+        run_config(
+            spec,
+            reranker,
+            queries,
+            candidates,
+            recordings,
+            progress=progress,
+            pipeline=None if pipeline is reranker else pipeline,
+        )
+        for spec, reranker, pipeline in zip(specs, rerankers, pipelines, strict=True)
     ]
 
 

@@ -30,6 +30,7 @@ from rerank_prod.scoring.llm_answers import INDEX_BASES, IndexBase, Judgement, S
 from rerank_prod.scoring.openai_clients import openai_clients
 from rerank_prod.scoring.remote import (
     RemoteScorer,
+    ResilientRemote,
     arun_bounded,
     garbled_answers_as_malformed,
     run_bounded,
@@ -120,8 +121,12 @@ class ChatOptions(TypedDict, total=False):
     circuit_breaker: CircuitBreaker | None
 
 
-class _ChatScorer(RemoteScorer):
-    """Chat-completions plumbing shared by the pointwise and listwise scorers."""
+class ChatEndpoint(ResilientRemote):
+    """An OpenAI-compatible chat-completions endpoint, as every LLM client of the package talks to it:
+    the official SDK over bounded HTTP, retries within the call's budget, a circuit breaker and
+    structured output with its step-down (see `ChatOptions`). The scorers below and the query
+    writer of `rerank_prod.retrieval` are built on it, so they cannot drift apart.
+    """
 
     def __init__(
         self,
@@ -158,20 +163,15 @@ class _ChatScorer(RemoteScorer):
             type(self).__name__, api_key, base_url, request_timeout_s, max_response_bytes
         )
 
-    @property
-    def name(self) -> str:
-        return self.model
-
     def _settings_identity(self) -> str:
         return (
             f"{self.model}@{self.base_url or 'api.openai.com'}|temperature={self.temperature:g}"
             f"|structured_output={self.structured_output}"
         )
 
-    def _answer_schema(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _request(self, instructions: str, payload: dict[str, Any], timeout_s: float | None) -> dict[str, Any]:
+    def _request(
+        self, instructions: str, payload: dict[str, Any], schema: dict[str, Any], timeout_s: float | None
+    ) -> dict[str, Any]:
         request: dict[str, Any] = {
             "model": self.model,
             "messages": [
@@ -183,7 +183,7 @@ class _ChatScorer(RemoteScorer):
             "timeout": timeout_s,
         }
         if self._response_format == "json_schema":
-            request["response_format"] = self._answer_schema()
+            request["response_format"] = schema
         elif self._response_format == "json_object":
             request["response_format"] = {"type": "json_object"}
         return request
@@ -212,9 +212,12 @@ class _ChatScorer(RemoteScorer):
             raise MalformedResponse("the completion has no choices")
         return getattr(getattr(choices[0], "message", None), "content", None)
 
-    def _complete(self, instructions: str, payload: dict[str, Any], timeout_s: float | None) -> object:
+    def _complete(
+        self, instructions: str, payload: dict[str, Any], schema: dict[str, Any], timeout_s: float | None
+    ) -> object:
+        """One completion's content; `schema` is the `response_format` sent while the server takes schemas."""
         while True:
-            request = self._request(instructions, payload, timeout_s)
+            request = self._request(instructions, payload, schema, timeout_s)
             try:
                 with garbled_answers_as_malformed():
                     return self._content(self._client.chat.completions.create(**request))
@@ -222,9 +225,12 @@ class _ChatScorer(RemoteScorer):
                 if not self._step_down(failure, request):
                     raise
 
-    async def _acomplete(self, instructions: str, payload: dict[str, Any], timeout_s: float | None) -> object:
+    async def _acomplete(
+        self, instructions: str, payload: dict[str, Any], schema: dict[str, Any], timeout_s: float | None
+    ) -> object:
+        """One completion's content; `schema` is the `response_format` sent while the server takes schemas."""
         while True:
-            request = self._request(instructions, payload, timeout_s)
+            request = self._request(instructions, payload, schema, timeout_s)
             try:
                 with garbled_answers_as_malformed():
                     return self._content(await self._aclients.get().chat.completions.create(**request))
@@ -234,6 +240,14 @@ class _ChatScorer(RemoteScorer):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model!r}, base_url={self.base_url!r})"
+
+
+class _ChatScorer(ChatEndpoint, RemoteScorer):
+    """A scorer on a chat endpoint: the pointwise and listwise scorers' common part."""
+
+    @property
+    def name(self) -> str:
+        return self.model
 
 
 class LLMPointwiseScorer(_ChatScorer):
@@ -332,10 +346,12 @@ class LLMPointwiseScorer(_ChatScorer):
         return scores
 
     def _judge(self, payload: dict[str, Any], timeout_s: float | None) -> Judgement:
-        return parse_judgement(self._complete(self.instructions, payload, timeout_s), self.scale)
+        return parse_judgement(self._complete(self.instructions, payload, self._answer_schema(), timeout_s), self.scale)
 
     async def _ajudge(self, payload: dict[str, Any], timeout_s: float | None) -> Judgement:
-        return parse_judgement(await self._acomplete(self.instructions, payload, timeout_s), self.scale)
+        return parse_judgement(
+            await self._acomplete(self.instructions, payload, self._answer_schema(), timeout_s), self.scale
+        )
 
 
 def sliding_windows(count: int, window_size: int, step: int) -> list[tuple[int, int]]:
@@ -390,9 +406,6 @@ class LLMListwiseScorer(_ChatScorer):
             raise ValueError(f"index_base must be 'auto', 0 or 1, got {index_base!r}")
         self.index_base: IndexBase = index_base
 
-    def _answer_schema(self) -> dict[str, Any]:
-        return _RANKING_SCHEMA
-
     @property
     def identity(self) -> str:
         return (
@@ -418,11 +431,11 @@ class LLMListwiseScorer(_ChatScorer):
         return self._scores_from_order(order)
 
     def _rank_window(self, payload: dict[str, Any], timeout_s: float | None) -> list[int]:
-        content = self._complete(LISTWISE_INSTRUCTIONS, payload, timeout_s)
+        content = self._complete(LISTWISE_INSTRUCTIONS, payload, _RANKING_SCHEMA, timeout_s)
         return parse_ranking(content, len(payload["passages"]), self.index_base)
 
     async def _arank_window(self, payload: dict[str, Any], timeout_s: float | None) -> list[int]:
-        content = await self._acomplete(LISTWISE_INSTRUCTIONS, payload, timeout_s)
+        content = await self._acomplete(LISTWISE_INSTRUCTIONS, payload, _RANKING_SCHEMA, timeout_s)
         return parse_ranking(content, len(payload["passages"]), self.index_base)
 
     @staticmethod

@@ -201,3 +201,49 @@ def parse_ranking(content: object, count: int, index_base: IndexBase = "auto") -
         logger.info("repaired an LLM ranking: %d ids given, %d usable, %d passages", len(raw), len(order), count)
     placed = set(order)
     return order + [position for position in range(count) if position not in placed]
+
+
+# --- query writing (rerank_prod.retrieval): {"query": "..."} and {"queries": ["...", ...]} --------
+
+
+def _single_object(content: object, what: str) -> dict[str, Any]:
+    text = _text(content)
+    objects = [value for value in _json_values(text) if isinstance(value, dict)]
+    if len(objects) != 1:
+        raise MalformedResponse(f"the model's {what} holds {len(objects)} JSON objects, not one ({len(text)} chars)")
+    return objects[0]
+
+
+def _query_text(value: object, max_chars: int, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise MalformedResponse(f"the model's {what} is not a non-empty string")
+    query = " ".join(value.split())
+    if len(query) > max_chars:
+        raise MalformedResponse(f"the model's {what} is {len(query)} chars long (at most {max_chars})")
+    return query
+
+
+def parse_follow_up(content: object, max_chars: int = 500) -> str:
+    """A follow-up query: the one JSON object of the answer (bare, fenced or among prose) with a
+    non-empty string "query" of at most `max_chars` (white space collapsed). Anything else, prose
+    without the object included, is a `MalformedResponse`: never a query guessed from the text."""
+    answer = _single_object(content, "follow-up answer")
+    if "query" not in answer:
+        raise MalformedResponse("the model's follow-up answer has no query")
+    return _query_text(answer["query"], max_chars, "follow-up query")
+
+
+def parse_variants(content: object, count: int, max_chars: int = 500) -> list[str]:
+    """Query variants: the one JSON object of the answer with "queries", a list of non-empty strings
+    (white space collapsed, at most `max_chars` each). Repeats (ignoring case) are dropped, then the
+    first `count` kept; an empty list or a non-string item is a `MalformedResponse`."""
+    answer = _single_object(content, "variants answer")
+    queries = answer.get("queries")
+    if not isinstance(queries, list) or not queries:
+        raise MalformedResponse("the model's variants answer has no non-empty list of queries")
+    variants: list[str] = []
+    for position, value in enumerate(queries):
+        query = _query_text(value, max_chars, f"variant {position}")
+        if query.casefold() not in {kept.casefold() for kept in variants}:
+            variants.append(query)
+    return variants[:count]

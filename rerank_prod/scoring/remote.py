@@ -118,22 +118,18 @@ def scores_by_index(
     return [missing if score is None else score for score in scores]  # type: ignore[misc]
 
 
-class RemoteScorer:
-    """Base for scorers that call a service: owns the retry policy, request timeout and circuit breaker.
+class ResilientRemote:
+    """Base for clients of a service: owns the retry policy, request timeout and circuit breaker.
 
-    `score`/`ascore` run each call under the breaker; subclasses implement `_score`/`_ascore` for a
-    non-empty list of texts, sending every request through `self._caller`. `independent_scores`
-    says whether a text's score is independent of the other texts in the call; the pipeline only
-    caches per-pair scores for scorers where it is.
+    Subclasses send every request through `self._caller` (retries within the call's deadline) and
+    wrap each logical call in `self.circuit_breaker.guard(deadline)`.
     """
-
-    independent_scores = True
 
     def __init__(
         self, *, request_timeout_s: float | None, retry: RetryPolicy | None, circuit_breaker: CircuitBreaker | None
     ) -> None:
         """`retry=None` means the default `RetryPolicy()`; `circuit_breaker=None` a fresh default
-        `CircuitBreaker()` for this scorer (pass one instance to several scorers to share it)."""
+        `CircuitBreaker()` for this client (pass one instance to several clients to share it)."""
         if circuit_breaker is not None and not isinstance(circuit_breaker, CircuitBreaker):
             raise TypeError(f"circuit_breaker must be a CircuitBreaker or None, got {type(circuit_breaker).__name__}")
         self._caller = ResilientCaller(RetryPolicy() if retry is None else retry, request_timeout_s)
@@ -146,6 +142,18 @@ class RemoteScorer:
     @property
     def request_timeout_s(self) -> float | None:
         return self._caller.request_timeout_s
+
+
+class RemoteScorer(ResilientRemote):
+    """Base for scorers that call a service (retries, request timeout, breaker: `ResilientRemote`).
+
+    `score`/`ascore` run each call under the breaker; subclasses implement `_score`/`_ascore` for a
+    non-empty list of texts, sending every request through `self._caller`. `independent_scores`
+    says whether a text's score is independent of the other texts in the call; the pipeline only
+    caches per-pair scores for scorers where it is.
+    """
+
+    independent_scores = True
 
     def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
         """Scores under the breaker; a failure's message never holds a configured secret."""
