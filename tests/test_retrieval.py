@@ -407,3 +407,34 @@ def test_key_terms_follow_up_and_pseudo_relevance_expander() -> None:
     assert PseudoRelevanceExpander(lambda q: [], stats)(QUERY) == []
     with pytest.raises(ValueError, match="terms"):
         KeyTermsFollowUp(terms=0)
+
+
+def test_a_storm_against_a_hung_follow_up_keeps_the_threads_bounded() -> None:
+    """120 calls, each 0.05 s, against a follow-up writer that never answers: every call degrades
+    to its first hop on time, and the hung writers hold at most MAX_STEP_THREADS threads."""
+    import threading
+
+    from rerank_prod.retrieval import steps
+
+    release = threading.Event()
+
+    def hung(query: str, top: Sequence[RankedCandidate]) -> str:
+        release.wait(30)
+        return "never used"
+
+    multihop = MultiHopReranker(Reranker(OverlapScorer()), retrieve, hung, timeout_s=0.05)
+    before = threading.active_count()
+    try:
+        for _ in range(120):
+            started = time.monotonic()
+            result = multihop.rerank(QUERY)
+            assert time.monotonic() - started < 0.05 + SLACK_S
+            assert len(result.hops) == 1 and result[0].candidate.id == "aspirin"
+        assert threading.active_count() <= before + steps.MAX_STEP_THREADS
+        assert result.stopped is not None and "still running" in result.stopped
+    finally:
+        release.set()
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() <= before

@@ -48,7 +48,28 @@ def _remaining(deadline: Deadline | None) -> float | None:
     return left
 
 
-def _on_daemon_thread(work: Callable[[], T], timeout_s: float | None) -> T:
+MAX_STEP_THREADS = 32
+"""Threads one step (one retriever, one query writer) may have alive at once. A hung dependency keeps
+its threads (Python cannot stop them); past this many, that step fails at once (`StepTimeout`, so the
+call degrades) instead of adding threads without bound under a storm of calls. Each step has its own
+slots: a hung query writer never starves the retriever."""
+
+
+def _start_step_thread(target: Callable[[], None], slots: threading.BoundedSemaphore) -> None:
+    """`target` on a daemon thread holding one of the step's `slots` until it ends."""
+    if not slots.acquire(blocking=False):
+        raise StepTimeout(f"not started: {MAX_STEP_THREADS} earlier calls are still running (a hung dependency?)")
+
+    def holding_a_slot() -> None:
+        try:
+            target()
+        finally:
+            slots.release()
+
+    threading.Thread(target=holding_a_slot, name="rerank-prod-step", daemon=True).start()
+
+
+def _on_daemon_thread(work: Callable[[], T], timeout_s: float | None, slots: threading.BoundedSemaphore) -> T:
     """`work()` on a daemon thread (with the caller's context), waited for at most `timeout_s`."""
     done = threading.Event()
     outcome: list[tuple[bool, Any]] = []
@@ -62,7 +83,7 @@ def _on_daemon_thread(work: Callable[[], T], timeout_s: float | None) -> T:
         finally:
             done.set()
 
-    threading.Thread(target=target, name="rerank-prod-step", daemon=True).start()
+    _start_step_thread(target, slots)
     if not done.wait(timeout_s):
         raise StepTimeout(f"timeout after {timeout_s:.2f}s")
     ok, value = outcome[0]
@@ -71,7 +92,9 @@ def _on_daemon_thread(work: Callable[[], T], timeout_s: float | None) -> T:
     raise value
 
 
-async def _awaited_daemon_thread(work: Callable[[], T], timeout_s: float | None) -> T:
+async def _awaited_daemon_thread(
+    work: Callable[[], T], timeout_s: float | None, slots: threading.BoundedSemaphore
+) -> T:
     """`_on_daemon_thread` for coroutines: the event loop is woken when the thread ends."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
@@ -89,7 +112,7 @@ async def _awaited_daemon_thread(work: Callable[[], T], timeout_s: float | None)
         with contextlib.suppress(RuntimeError):  # the loop closed while the step hung: nobody waits any more
             loop.call_soon_threadsafe(settle, *result)
 
-    threading.Thread(target=target, name="rerank-prod-step", daemon=True).start()
+    _start_step_thread(target, slots)
     try:
         return await asyncio.wait_for(future, timeout_s)
     except (asyncio.TimeoutError, TimeoutError):
@@ -114,6 +137,7 @@ class Step(Generic[P, T]):
         self.name = name
         self._sync = sync
         self._async = asynchronous
+        self._slots = threading.BoundedSemaphore(MAX_STEP_THREADS)
 
     def call(self, deadline: Deadline | None, /, *args: P.args, **kwargs: P.kwargs) -> T:
         """The step's answer, by the deadline; raises what the step raised, or `StepTimeout`."""
@@ -123,14 +147,18 @@ class Step(Generic[P, T]):
         else:
             coroutine = cast(Callable[..., Awaitable[T]], self._async)
             work = functools.partial(asyncio.run, coroutine(deadline, *args, **kwargs))  # type: ignore[arg-type]
-        return work() if timeout_s is None and self._sync is not None else _on_daemon_thread(work, timeout_s)
+        return (
+            work() if timeout_s is None and self._sync is not None else _on_daemon_thread(work, timeout_s, self._slots)
+        )
 
     async def acall(self, deadline: Deadline | None, /, *args: P.args, **kwargs: P.kwargs) -> T:
         """`call`, awaited: a coroutine natively, a plain callable off the event loop."""
         timeout_s = _remaining(deadline)
         if self._async is None:
             sync = cast(Callable[..., T], self._sync)
-            return await _awaited_daemon_thread(functools.partial(sync, deadline, *args, **kwargs), timeout_s)
+            return await _awaited_daemon_thread(
+                functools.partial(sync, deadline, *args, **kwargs), timeout_s, self._slots
+            )
         pending = self._async(deadline, *args, **kwargs)
         if timeout_s is None:
             return await pending
