@@ -190,7 +190,7 @@ def tei_rerank(body: dict[str, Any], server: StandInServer) -> Any:
 
 def infinity_rerank(body: dict[str, Any], server: StandInServer) -> Any:
     documents = _strings(body.get("documents"), "documents")
-    results = [
+    results: list[dict[str, Any]] = [
         {"relevance_score": overlap(body["query"], doc), "index": i, "document": None}
         for i, doc in enumerate(documents)
     ]

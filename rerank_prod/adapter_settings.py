@@ -50,6 +50,8 @@ _PIPELINE_SETTINGS = (
     "rrf_k",
     "gate_min_top_gap",
     "gate_min_top_k_std",
+    "gate_min_top_k_variance",
+    "gate_scale",
     "result_cache_url",
     "score_cache_url",
     "cache_ttl_s",
@@ -120,6 +122,12 @@ class RerankerSettings(BaseModel):
     # --- selective re-ranking ---
     gate_min_top_gap: float | None = Field(default=None, description="Skip the model when the retriever's top gap >=.")
     gate_min_top_k_std: float | None = Field(default=None, description="Skip when the top-k score spread >= this.")
+    gate_min_top_k_variance: float | None = Field(
+        default=None, description="Skip when the top-k score variance >= this (with the others set: all must hold)."
+    )
+    gate_scale: Literal["normalized", "raw"] | None = Field(
+        default=None, description="Gate on min-max normalized (default) or the retriever's raw scores."
+    )
     # --- caches ---
     result_cache_url: str | None = Field(default=None, description='Exact-result cache: "memory" or a redis:// URL.')
     score_cache_url: str | None = Field(default=None, description='Pair-score cache: "memory" or a redis:// URL.')
@@ -139,7 +147,14 @@ class RerankerSettings(BaseModel):
         """As strict as the core: True, 2.0 and "2" are not ints."""
         return None if value is None else check_int(str(info.field_name), value)
 
-    @field_validator("timeout_s", "fallback_timeout_s", "cache_ttl_s", "gate_min_top_gap", "gate_min_top_k_std")
+    @field_validator(
+        "timeout_s",
+        "fallback_timeout_s",
+        "cache_ttl_s",
+        "gate_min_top_gap",
+        "gate_min_top_k_std",
+        "gate_min_top_k_variance",
+    )
     @classmethod
     def _positive_number(cls, value: float | None, info: ValidationInfo) -> float | None:
         """Budgets and thresholds are checked here, before any model loads."""
@@ -219,8 +234,17 @@ class RerankerSettings(BaseModel):
             spec["fusion"] = {"type": "rrf", **_given({**weights, "k": self.rrf_k})}
         elif self.fusion == "weighted" or any(w is not None for w in (*weights.values(), self.bm25_weight)):
             spec["fusion"] = {"type": "weighted", **_given({**weights, "bm25_weight": self.bm25_weight})}
-        gate = {"min_top_gap": self.gate_min_top_gap, "min_top_k_std": self.gate_min_top_k_std}
-        spec["gate"] = gate if any(value is not None for value in gate.values()) else None
+        gate: dict[str, Any] = {
+            "min_top_gap": self.gate_min_top_gap,
+            "min_top_k_std": self.gate_min_top_k_std,
+            "min_top_k_variance": self.gate_min_top_k_variance,
+        }
+        if any(value is not None for value in gate.values()):
+            spec["gate"] = gate if self.gate_scale is None else {**gate, "scale": self.gate_scale}
+        elif self.gate_scale is not None:
+            raise ValueError("gate_scale needs a gate threshold (gate_min_top_gap, gate_min_top_k_variance, ...)")
+        else:
+            spec["gate"] = None
         for layer in ("result_cache", "score_cache"):
             url = getattr(self, f"{layer}_url")
             spec[layer] = None if url is None else cache_backend_spec(url, self.cache_ttl_s, self.redis_password)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ScorerError(RuntimeError):
     """A backend could not produce scores; the pipeline turns this into a fallback."""
@@ -23,3 +25,5 @@ class PartialScores(ScoringTimeout):
         self.scores = scores
         self.total = total
         self.elapsed_s = elapsed_s
+        self.details: list[dict[str, Any]] = []
+        """Per scored text, what the scorers recorded about it (set by the pipeline)."""

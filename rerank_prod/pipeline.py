@@ -14,9 +14,9 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from rerank_prod.cache import RankingEntry, ResultCache, ScoreCache
 from rerank_prod.deadline import Deadline
@@ -29,6 +29,7 @@ from rerank_prod.observability.base import CallWatch, Finished, Observer
 from rerank_prod.redaction import RedactedError, redact
 from rerank_prod.scoring.base import Scorer, checked_scores
 from rerank_prod.scoring.chunked import ChunkedScorer
+from rerank_prod.scoring.details import UNJUDGED, ScoreDetails, capture_score_details
 from rerank_prod.semantic_cache import SemanticCache
 from rerank_prod.throttled_log import ThrottledLog
 from rerank_prod.types import (
@@ -62,6 +63,22 @@ _MODEL_SOURCE = RerankSource(SourceKind.MODEL)
 _UNSCORED = RerankSource(SourceKind.PARTIAL, "not scored in budget: retriever order")
 _CACHED_PAIR = RerankSource(SourceKind.CACHE, "score")
 _CACHED_SEMANTIC = RerankSource(SourceKind.CACHE, "semantic")
+_UNJUDGED_SOURCE = RerankSource(SourceKind.MODEL, "no usable answer: after the judged ones")
+
+Details = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Fresh:
+    """A scoring request's answer: a score per text, and per text what the scorers recorded
+    (`capture_score_details`), e.g. that a score is a placeholder (`UNJUDGED`) or how it was chunked."""
+
+    scores: list[float]
+    details: Sequence[Details]
+
+
+def _details_of(collected: ScoreDetails, request: _Score, count: int) -> list[Details]:
+    return [collected.get(request.query, text) for text in request.texts[:count]]
 
 
 def _call_source(item_sources: Sequence[RerankSource], partial: PartialScores | None) -> RerankSource:
@@ -70,7 +87,7 @@ def _call_source(item_sources: Sequence[RerankSource], partial: PartialScores | 
     if partial is not None:
         scored = sum(source is not _UNSCORED for source in item_sources)
         return RerankSource(SourceKind.PARTIAL, f"{scored}/{len(item_sources)} scored in {partial.elapsed_s:.2f}s")
-    if _MODEL_SOURCE in item_sources:
+    if any(source.kind is SourceKind.MODEL for source in item_sources):
         return _MODEL_SOURCE
     return RerankSource(SourceKind.CACHE, "+".join(sorted({source.detail for source in item_sources})))
 
@@ -89,11 +106,18 @@ class _Call:
 @dataclass(frozen=True, slots=True)
 class _Scored:
     """A score per candidate (None: the budget ended before the model reached it), where each
-    came from, and the partial outcome when there was one."""
+    came from, what the scorer said about the fresh ones (None: not scored now), and the partial
+    outcome when there was one."""
 
     scores: list[float | None]
     sources: list[RerankSource]
     partial: PartialScores | None
+    details: list[Details | None]
+
+    @property
+    def unjudged(self) -> bool:
+        """Some candidate holds a placeholder score: the ranking must not be cached."""
+        return _UNJUDGED_SOURCE in self.sources
 
 
 def _within(deadline: Deadline | None) -> bool:
@@ -371,10 +395,10 @@ class Reranker:
         except EffectFailed as failure:
             return (yield from self._fallback(call, failure.cause, decision))
         ranking = self._rank(call, scored.scores)
-        if results is not None and scored.partial is None and _within(call.deadline):
+        if results is not None and scored.partial is None and not scored.unjudged and _within(call.deadline):
             yield from ask(effect("cache.result.write", results.put, results.aput, result_key, ranking, call.deadline))
         source = _call_source(scored.sources, scored.partial)
-        return self._finish(call, ranking, source, decision, scored.sources)
+        return self._finish(call, ranking, source, decision, scored.sources, scored.details)
 
     def _primary_deadline(self, call: _Call) -> Deadline | None:
         """The call's deadline, less the part kept for the fallback scorer."""
@@ -392,7 +416,8 @@ class Reranker:
         # neither the pair cache nor the semantic cache may hold it.
         if not scorer.independent_scores:
             fresh = yield from self._score(_Score(scorer, call.query, texts, deadline))
-            return _Scored(list(fresh), [_MODEL_SOURCE] * len(texts), None)
+            sources = [_UNJUDGED_SOURCE if UNJUDGED in d else _MODEL_SOURCE for d in fresh.details]
+            return _Scored(list(fresh.scores), sources, None, list(fresh.details))
         scores: list[float | None] = [None] * len(texts)
         pair_keys: list[str] = []
         if self.score_cache is not None:
@@ -413,19 +438,25 @@ class Reranker:
                     scores[i], sources[i] = score, _CACHED_SEMANTIC
         missing = [i for i, score in enumerate(scores) if score is None]
         partial = None
+        details: list[Details | None] = [None] * len(texts)
         if missing:
             try:
-                fresh = yield from self._score(_Score(scorer, call.query, [texts[i] for i in missing], deadline))
+                answer = yield from self._score(_Score(scorer, call.query, [texts[i] for i in missing], deadline))
+                new_scores, new_details = answer.scores, answer.details
             except EffectFailed as failure:
                 if not isinstance(failure.cause, PartialScores):
                     raise
-                partial, fresh = failure.cause, failure.cause.scores
-            reached = missing if partial is None else missing[: len(fresh)]
-            for i, score in zip(reached, fresh, strict=True):
+                partial, new_scores, new_details = failure.cause, failure.cause.scores, failure.cause.details
+            reached = missing if partial is None else missing[: len(new_scores)]
+            for i, score in zip(reached, new_scores, strict=True):
                 scores[i] = score
-            for i in missing[len(fresh) :]:
+            for i, said in zip(reached, new_details, strict=False):
+                details[i] = said
+                if UNJUDGED in said:
+                    sources[i] = _UNJUDGED_SOURCE  # a placeholder: ranked, never cached
+            for i in missing[len(new_scores) :]:
                 sources[i] = _UNSCORED
-        scored_now = [i for i in missing if scores[i] is not None]
+        scored_now = [i for i in missing if scores[i] is not None and sources[i] is _MODEL_SOURCE]
         if scored_now and self.score_cache is not None and _within(call.deadline):
             fresh_pairs = {pair_keys[i]: cast(float, scores[i]) for i in scored_now}
             pair_cache = self.score_cache
@@ -440,7 +471,7 @@ class Reranker:
                 {texts[i]: cast(float, scores[i]) for i in unseen if sources[i] is _MODEL_SOURCE},
                 call.deadline,
             )
-        return _Scored(scores, sources, partial)
+        return _Scored(scores, sources, partial, details)
 
     def _fallback(self, call: _Call, failure: Exception, decision: GateDecision | None) -> Plan[RerankResult]:
         reason = _describe(failure)
@@ -471,6 +502,7 @@ class Reranker:
                     self._rank(call, scored.scores),
                     RerankSource(SourceKind.FALLBACK, f"secondary {secondary.name}: {reason}{how}"),
                     decision,
+                    item_details=scored.details,
                 )
         return self._finish(
             call, self._retriever_order(call), RerankSource(SourceKind.FALLBACK, f"retriever order: {reason}"), decision
@@ -505,8 +537,10 @@ class Reranker:
         source: RerankSource,
         decision: GateDecision | None = None,
         item_sources: Sequence[RerankSource] | None = None,
+        item_details: Sequence[Details | None] | None = None,
     ) -> RerankResult:
-        """`item_sources`: per candidate (by original rank) when they differ; else all get `source`."""
+        """`item_sources`: per candidate (by original rank) when they differ; else all get `source`.
+        `item_details`: per candidate, what the scorer said about it when it scored it now."""
         threshold = self.score_threshold if source.kind in (SourceKind.MODEL, SourceKind.CACHE) else None
         items: list[RankedCandidate] = []
         for original_rank, relevance, rerank_score in ranking:
@@ -521,6 +555,7 @@ class Reranker:
                     relevance,
                     rerank_score,
                     source if item_sources is None else item_sources[original_rank],
+                    None if item_details is None else item_details[original_rank],
                 )
             )
         result = RerankResult(call.query, tuple(items), source, time.perf_counter() - call.started, decision)
@@ -530,7 +565,7 @@ class Reranker:
 
     # --- performing the scoring I/O --------------------------------------------------------------
 
-    def _score(self, request: _Score) -> Plan[list[float]]:
+    def _score(self, request: _Score) -> Plan[_Fresh]:
         stage = "score" if request.scorer is self.scorer else "score.fallback"
         return ask(effect(stage, self._score_sync, self._score_async, request))
 
@@ -540,7 +575,17 @@ class Reranker:
                 self._pool = concurrent.futures.ThreadPoolExecutor(_SCORING_THREADS, "rerank-prod-score")
             return self._pool
 
-    def _score_sync(self, request: _Score) -> list[float]:
+    def _score_sync(self, request: _Score) -> _Fresh:
+        with capture_score_details() as collected:
+            try:
+                raw = self._score_sync_raw(request)
+            except PartialScores as partial:
+                partial.details = list(map(dict, _details_of(collected, request, len(partial.scores))))
+                raise
+        scores = checked_scores(raw, len(request.texts), request.scorer.name)
+        return _Fresh(scores, _details_of(collected, request, len(scores)))
+
+    def _score_sync_raw(self, request: _Score) -> Sequence[float]:
         if request.deadline is None or _honours_deadline(request.scorer):
             raw = request.scorer.score(request.query, request.texts, deadline=request.deadline)
         elif request.deadline.expired:
@@ -556,9 +601,19 @@ class Reranker:
             except concurrent.futures.TimeoutError:
                 future.cancel()
                 raise ScoringTimeout(f"timeout after {self.timeout_s or 0.0:g}s") from None
-        return checked_scores(raw, len(request.texts), request.scorer.name)
+        return raw
 
-    async def _score_async(self, request: _Score) -> list[float]:
+    async def _score_async(self, request: _Score) -> _Fresh:
+        with capture_score_details() as collected:
+            try:
+                raw = await self._score_async_raw(request)
+            except PartialScores as partial:
+                partial.details = list(map(dict, _details_of(collected, request, len(partial.scores))))
+                raise
+        scores = checked_scores(raw, len(request.texts), request.scorer.name)
+        return _Fresh(scores, _details_of(collected, request, len(scores)))
+
+    async def _score_async_raw(self, request: _Score) -> Sequence[float]:
         pending = request.scorer.ascore(request.query, request.texts, deadline=request.deadline)
         if request.deadline is None or _honours_deadline(request.scorer):
             raw = await pending
@@ -567,4 +622,4 @@ class Reranker:
                 raw = await asyncio.wait_for(pending, timeout=request.deadline.remaining())
             except (asyncio.TimeoutError, TimeoutError):
                 raise ScoringTimeout(f"timeout after {self.timeout_s or 0.0:g}s") from None
-        return checked_scores(raw, len(request.texts), request.scorer.name)
+        return raw

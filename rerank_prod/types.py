@@ -7,7 +7,7 @@ Adapters translate framework objects (LangChain `Document`, LlamaIndex `NodeWith
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from numbers import Real
@@ -66,30 +66,50 @@ class RerankSource:
 
 @dataclass(frozen=True, slots=True)
 class RankedCandidate:
-    """A candidate in its final position, with the scores that put it there."""
+    """A candidate in its final position, with the scores that put it there. `score_details`: what
+    the scorer said about this pair when it scored it in this call (None when it did not: cache,
+    fallback to retriever order, gate skip), e.g. `ChunkedScorer`'s windows."""
 
     candidate: Candidate
     original_rank: int
     relevance_score: float
     rerank_score: float | None
     source: RerankSource
+    score_details: Mapping[str, Any] | None = None
 
     @property
     def retrieval_score(self) -> float | None:
         return self.candidate.retrieval_score
 
     def metadata(self) -> dict[str, Any]:
-        """The result contract shared by both adapters (plain Python types only)."""
+        """The result contract shared by both adapters (plain Python types only). The chunking keys
+        are None unless a `ChunkedScorer` scored the pair in this call: `rerank_chunks` windows
+        scored, `rerank_best_chunk` the 0-based window with the highest score (the text's score
+        under the default max), `rerank_truncated` whether part of the text went unscored."""
+        details = self.score_details or {}
+        chunks, best, truncated = (details.get(key) for key in ("chunks_scored", "best_chunk", "truncated"))
         return {
             "relevance_score": self.relevance_score,
             "rerank_score": self.rerank_score,
             "retrieval_score": self.retrieval_score,
             "original_rank": self.original_rank,
             "rerank_source": str(self.source),
+            "rerank_chunks": None if chunks is None else int(chunks),
+            "rerank_best_chunk": None if best is None else int(best),
+            "rerank_truncated": None if truncated is None else bool(truncated),
         }
 
 
-RESULT_METADATA_KEYS = ("relevance_score", "rerank_score", "retrieval_score", "original_rank", "rerank_source")
+RESULT_METADATA_KEYS = (
+    "relevance_score",
+    "rerank_score",
+    "retrieval_score",
+    "original_rank",
+    "rerank_source",
+    "rerank_chunks",
+    "rerank_best_chunk",
+    "rerank_truncated",
+)
 
 
 @dataclass(frozen=True, slots=True)

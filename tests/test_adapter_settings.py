@@ -80,6 +80,20 @@ def test_bad_settings_fail_before_a_model_loads(adapter) -> None:
         adapter(score_cache_url="http://cache")
 
 
+@pytest.mark.needs_models
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_gate_settings_name_the_rule_on_either_scale(adapter, cross_encoder_path: str) -> None:
+    from rerank_prod import ConfidenceGate
+
+    default = adapter(model=cross_encoder_path, gate_min_top_gap=0.3, gate_min_top_k_variance=0.05)
+    assert default.reranker.gate == ConfidenceGate()  # the default rule, spelled out
+    raw = adapter(model=cross_encoder_path, gate_min_top_k_variance=0.01, gate_scale="raw")
+    assert raw.reranker.gate == ConfidenceGate(min_top_k_variance=0.01, scale="raw")
+    assert adapter(model=cross_encoder_path).reranker.gate is None
+    with pytest.raises(ValueError, match="gate_scale needs a gate threshold"):
+        adapter(model=cross_encoder_path, gate_scale="raw")
+
+
 def test_generator_and_none_documents() -> None:
     scorer = ConstantTimeScorer()
     compressor = RerankProdCompressor(reranker=Reranker(scorer), top_n=2)

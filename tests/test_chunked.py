@@ -4,13 +4,14 @@ scorer (word windows) against the TEI stand-in."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from loopback.standin_servers import FAST_RETRY, StandInServer, running
-from rerank_prod import CrossEncoderScorer, Reranker, TEIScorer
+from rerank_prod import CrossEncoderScorer, Deadline, Reranker, TEIScorer
+from rerank_prod.errors import PartialScores
 from rerank_prod.scoring.chunked import ChunkedScorer, window_starts, word_spans
 from rerank_prod.scoring.details import capture_score_details
 
@@ -48,7 +49,7 @@ def test_an_answer_at_the_end_of_a_long_passage_is_found(cross_encoder: CrossEnc
     assert long > truncated * 3  # its last window did (diluted by the rest of that window)
     info = details.get(QUERY, long_passage)
     assert info["chunks"] >= 3 and info["best_chunk"] == info["chunks"] - 1 and info["truncated"] is False
-    assert details.get(QUERY, ANSWER) == {}
+    assert details.get(QUERY, ANSWER) == {"chunks": 1, "chunks_scored": 1, "best_chunk": 0, "truncated": False}
     assert chunked.stats() == {"texts": 2, "chunked": 1, "chunks": 1 + info["chunks"], "truncated": 0}
 
 
@@ -123,3 +124,76 @@ def test_eval_configurations_wrap_any_scorer(tei: StandInServer) -> None:
         build_scorer({"type": "tei", "base_url": tei.url, "chunk_window": 40})
     with pytest.raises(EvalInputError, match="window_tokens is required"):
         build_scorer({"type": "tei", "base_url": tei.url, "chunk": "max"})
+
+
+def test_chunking_reaches_both_frameworks_metadata(cross_encoder: CrossEncoderScorer, long_passage: str) -> None:
+    from langchain_core.documents import Document
+    from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode
+
+    from langchain_rerank_prod import RerankProdCompressor
+    from llamaindex_rerank_prod import RerankProdPostprocessor
+    from rerank_prod import RESULT_METADATA_KEYS, InMemoryCache, ScoreCache
+
+    texts = ["Calcium intake in teenagers.", long_passage]
+    reranker = Reranker(ChunkedScorer(cross_encoder, max_chunks=2), score_cache=ScoreCache(InMemoryCache()))
+    docs = RerankProdCompressor(reranker=reranker).compress_documents([Document(page_content=t) for t in texts], QUERY)
+    meta = {d.page_content: d.metadata for d in docs}
+    assert (meta[long_passage]["rerank_chunks"], meta[long_passage]["rerank_truncated"]) == (2, True)  # cut at 2
+    assert meta[long_passage]["rerank_best_chunk"] in (0, 1)
+    assert (meta[texts[0]]["rerank_chunks"], meta[texts[0]]["rerank_best_chunk"]) == (1, 0)
+    assert meta[texts[0]]["rerank_truncated"] is False
+    assert set(RESULT_METADATA_KEYS) <= set(meta[long_passage])
+    assert reranker.metrics.snapshot()["scorers"][cross_encoder.name] == {
+        "texts": 2,
+        "chunked": 1,
+        "chunks": 3,
+        "truncated": 1,
+    }
+
+    fresh = Reranker(ChunkedScorer(cross_encoder, max_chunks=2))
+    nodes = [NodeWithScore(node=TextNode(text=t), score=1.0) for t in texts]
+    out = RerankProdPostprocessor(reranker=fresh).postprocess_nodes(nodes, query_str=QUERY)
+    node_meta = {n.node.get_content(): n.node.metadata for n in out}
+    for key in ("rerank_chunks", "rerank_best_chunk", "rerank_truncated"):
+        assert node_meta[long_passage][key] == meta[long_passage][key]
+    long_node = next(n for n in out if n.node.get_content() == long_passage)
+    assert "rerank_chunks" not in long_node.node.get_content(metadata_mode=MetadataMode.LLM)  # never in a prompt
+
+    cached = RerankProdCompressor(reranker=reranker).compress_documents([Document(page_content=long_passage)], QUERY)
+    assert cached[0].metadata["rerank_source"] == "cache:score" and cached[0].metadata["rerank_chunks"] is None
+
+
+class _WindowsUntil:
+    """Scores windows by word overlap; after `budget` windows it stops as the engine does at a
+    deadline (`PartialScores` with the scores done so far). Records each window it sees."""
+
+    independent_scores = True
+    circuit_breaker = None
+    name = identity = "windows-until"
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+
+    def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+        words = set(query.split())
+        scores = [float(len(words & set(text.split()))) for text in texts]
+        if len(texts) > self.budget:
+            raise PartialScores(scores[: self.budget], len(texts), 0.01)
+        return scores
+
+    async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
+        return self.score(query, texts, deadline=deadline)
+
+
+def test_a_partial_inner_answer_is_partial_in_texts_not_windows() -> None:
+    filler = " ".join(f"w{i}" for i in range(60))
+    texts = ["vitamin d", f"{filler} vitamin fracture", "fracture risk", "adults"]  # 1 + 3 + 1 + 1 windows
+    chunked = ChunkedScorer(_WindowsUntil(budget=4), window_tokens=30, overlap_tokens=0)
+    with pytest.raises(PartialScores) as raised:
+        chunked.score(QUERY, texts)
+    assert raised.value.scores == [2.0, 2.0] and raised.value.total == 4  # text 2's window was scored, text 3's not
+    result = Reranker(chunked, timeout_s=5.0).rerank(QUERY, texts)
+    assert str(result.source).startswith("partial:2/4 scored")
+    assert [item.original_rank for item in result] == [0, 1, 2, 3]  # 2 scored (tie: retriever order), then the rest
+    assert [item.rerank_score for item in result] == [2.0, 2.0, None, None]
+    assert result[1].metadata()["rerank_chunks"] == 3 and result[2].metadata()["rerank_chunks"] is None

@@ -10,6 +10,7 @@ import pytest
 from rerank_prod import InMemoryCache, Reranker, ResultCache, ScoreCache, SemanticCache, SourceKind
 from rerank_prod.effects import EffectFailed, Plan, arun, ask, effect, run
 from rerank_prod.pipeline import Reranker as PipelineReranker
+from rerank_prod.pipeline import _Fresh
 from tests.support import ConstantTimeScorer, FailingScorer
 
 DOCS = ["blue sky", "a red fox", "red sky at night"]
@@ -54,9 +55,9 @@ def test_a_bug_in_the_pipeline_surfaces_instead_of_falling_back(
 ) -> None:
     score_plan = PipelineReranker._score
 
-    def one_score_short(self: PipelineReranker, request: object) -> Plan[list[float]]:
-        scores = yield from score_plan(self, request)  # type: ignore[arg-type]
-        return scores[:-1]  # a slip in the pipeline's own code, inside the scoring stage
+    def one_score_short(self: PipelineReranker, request: object) -> Plan[_Fresh]:
+        fresh = yield from score_plan(self, request)  # type: ignore[arg-type]
+        return _Fresh(fresh.scores[:-1], fresh.details)  # a slip in the pipeline's own code, in the scoring stage
 
     monkeypatch.setattr(PipelineReranker, "_score", one_score_short)
     with pytest.raises(ValueError, match="zip"):

@@ -38,6 +38,28 @@ def test_order_of_input_does_not_matter() -> None:
     assert gate.decide(scored(0.0, 3.0, 10.0)) == gate.decide(scored(10.0, 3.0, 0.0))
 
 
+def test_naming_no_threshold_gives_the_data_picked_rule() -> None:
+    default = ConfidenceGate()
+    assert (default.min_top_gap, default.min_top_k_variance, default.min_top_k_std) == (0.3, 0.05, None)
+    assert default.scale == "normalized" and default.top_k == 5
+    clear = scored(10.0, 5.0, 3.0, 2.0, 1.0, 0.0)  # normalized: gap 0.5, top-5 variance 0.10
+    assert not default.decide(clear).rerank
+    flat_below_the_winner = scored(100.0, 65.0, 64.0, 63.0, 62.0, 0.0)  # gap 0.35 but top-5 variance 0.021
+    decision = default.decide(flat_below_the_winner)
+    assert decision.rerank and "top gap 0.350 >= 0.3, top-5 variance 0.0214 < 0.05" in decision.reason
+    assert not ConfidenceGate(min_top_gap=0.3).decide(flat_below_the_winner).rerank  # the gap rule alone skips
+
+
+def test_named_thresholds_are_the_whole_rule() -> None:
+    # naming one signal turns the others off: explicitly set thresholds behave as they always did
+    assert ConfidenceGate(min_top_gap=0.3) == ConfidenceGate(
+        min_top_gap=0.3, min_top_k_std=None, min_top_k_variance=None
+    )
+    assert ConfidenceGate(min_top_k_std=0.2).min_top_gap is None
+    with pytest.raises(ValueError, match="raw-score gate needs its thresholds named"):
+        ConfidenceGate(scale="raw")
+
+
 def test_without_retriever_scores_always_rerank() -> None:
     gate = ConfidenceGate()
     assert gate.decide([Candidate("a"), Candidate("b", retrieval_score=1.0)]).rerank

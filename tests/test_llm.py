@@ -26,9 +26,19 @@ from loopback.standin_servers import (
     slow,
     status,
 )
-from rerank_prod import Deadline, LLMListwiseScorer, LLMPointwiseScorer, Reranker, ScoreCache, SourceKind
+from rerank_prod import (
+    Deadline,
+    LLMListwiseScorer,
+    LLMPointwiseScorer,
+    Reranker,
+    RerankResult,
+    ResultCache,
+    ScoreCache,
+    SourceKind,
+)
 from rerank_prod.cache import InMemoryCache
 from rerank_prod.resilience import BudgetExhausted, MalformedResponse
+from rerank_prod.scoring.chunked import ChunkedScorer
 from rerank_prod.scoring.details import capture_score_details
 from rerank_prod.scoring.llm import UNSCORED, sliding_windows
 from rerank_prod.scoring.llm_answers import Scale, parse_judgement, parse_ranking
@@ -130,6 +140,54 @@ def test_a_persistently_unparseable_candidate_is_isolated_not_fatal(llm: StandIn
     assert result[-1].rerank_score == UNSCORED
     assert details.get(QUERY, PASSAGES[0])["error"].startswith("MalformedResponse")
     assert details.get(QUERY, PASSAGES[1])["reason"] == "86% of the query's words"
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_an_isolated_candidate_is_not_cached_so_the_next_call_asks_again(
+    llm: StandInServer, asynchronous: bool
+) -> None:
+    backend = InMemoryCache()
+    pairs, results = ScoreCache(backend), ResultCache(backend)
+    reranker = Reranker(pointwise(llm, max_concurrency=1), timeout_s=5.0, score_cache=pairs, result_cache=results)
+
+    async def call() -> RerankResult:
+        return await reranker.arerank(QUERY, PASSAGES) if asynchronous else reranker.rerank(QUERY, PASSAGES)
+
+    llm.fail_next(CHAT, *[llm_says("I cannot help with that.")] * 3)  # candidate 0's three attempts
+    first = await call()
+    isolated = next(item for item in first if item.original_rank == 0)
+    assert isolated.rerank_score == UNSCORED and str(isolated.source) == "model:no usable answer: after the judged ones"
+    assert str(first.source) == "model" and pairs.stats.snapshot()["misses"] == 4
+    assert len(backend) == 3  # the three judged pairs; no placeholder pair, no result entry
+    asked = len(llm.requests_to(CHAT))
+
+    second = await call()  # the server answers properly now
+    assert [item.original_rank for item in second] == BEST_FIRST  # the fresh judgement, not the placeholder
+    assert len(llm.requests_to(CHAT)) == asked + 1  # only the pair that had no judgement is asked again
+    by_rank = {item.original_rank: str(item.source) for item in second}
+    assert by_rank == {0: "model", 1: "cache:score", 2: "cache:score", 3: "cache:score"}
+    assert second[-1].rerank_score == pytest.approx(overlap(QUERY, PASSAGES[second[-1].original_rank]))
+    assert results.stats.snapshot()["hits"] == 0 and len(backend) == 5  # now the pair and the result are stored
+
+    third = await call()
+    assert str(third.source) == "cache" and len(llm.requests_to(CHAT)) == asked + 1
+
+
+def test_chunked_llm_windows_without_a_judgement_do_not_count_nor_get_cached(llm: StandInServer) -> None:
+    long_text = " ".join(f"filler{i}" for i in range(20)) + " salivary amylase breaks down starch"  # 2 windows
+    texts = [long_text, *PASSAGES[1:]]
+    backend = InMemoryCache()
+    chunked = ChunkedScorer(pointwise(llm, max_concurrency=1), window_tokens=16, overlap_tokens=0)
+    reranker = Reranker(chunked, timeout_s=5.0, score_cache=ScoreCache(backend))
+    llm.fail_next(CHAT, *[llm_says("no idea")] * 6)  # both windows of the long text, three attempts each
+    first = reranker.rerank(QUERY, texts)
+    assert [item.original_rank for item in first][-1] == 0 and first[-1].rerank_score == UNSCORED
+    assert str(first[-1].source).startswith("model:no usable answer") and len(backend) == 3
+    llm.fail_next(CHAT, *[llm_says("no idea")] * 3)  # only its first window stays unusable
+    second = reranker.rerank(QUERY, texts)
+    judged = next(item for item in second if item.original_rank == 0)
+    assert judged.rerank_score == pytest.approx(overlap(QUERY, " ".join(long_text.split()[9:])), abs=1e-3)  # window 2
+    assert str(judged.source) == "model" and judged.metadata()["rerank_best_chunk"] == 1 and len(backend) == 4
 
 
 def test_every_candidate_unparseable_fails_the_call_into_the_fallback(llm: StandInServer) -> None:

@@ -132,6 +132,25 @@ def test_scoring_engine_counters_and_queue(cross_encoder) -> None:
     assert engine("rerank_prod_engine_requests_total", outcome="shed") is not None
 
 
+def test_chunking_counters_and_the_wrapped_engine(cross_encoder) -> None:
+    from rerank_prod import ChunkedScorer
+
+    registry = CollectorRegistry()
+    reranker = Reranker(ChunkedScorer(cross_encoder, max_chunks=2), observers=[PrometheusMetrics(registry)])
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"backend": cross_encoder.name, **labels})
+
+    served = value("rerank_prod_engine_requests_total", outcome="served")
+    long_text = "Cats sleep most of the day and hunt at dusk. " * 200
+    reranker.rerank("what do cats do?", ["Cats purr.", long_text])
+    assert value("rerank_prod_chunking_total", kind="texts") == 2
+    assert value("rerank_prod_chunking_total", kind="chunked") == 1
+    assert value("rerank_prod_chunking_total", kind="chunks") == 3  # 1 + the long text's first 2 windows
+    assert value("rerank_prod_chunking_total", kind="truncated") == 1
+    assert value("rerank_prod_engine_requests_total", outcome="served") == served + 1  # the inner engine
+
+
 def test_bad_settings_fail_at_construction() -> None:
     with pytest.raises(TypeError, match="registry"):
         PrometheusMetrics(registry="default")  # type: ignore[arg-type]

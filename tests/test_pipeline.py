@@ -22,6 +22,9 @@ def test_orders_by_score_and_reports_the_contract() -> None:
         "retrieval_score": None,
         "original_rank": 1,
         "rerank_source": "model",
+        "rerank_chunks": None,  # only a ChunkedScorer fills these
+        "rerank_best_chunk": None,
+        "rerank_truncated": None,
     }
     assert all(type(v) is float for item in result for v in (item.relevance_score, item.rerank_score))
 

@@ -9,11 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rerank_prod import ConfidenceGate, CrossEncoderScorer, ReciprocalRankFusion, Reranker, WeightedFusion
+from rerank_prod import Candidate, ConfidenceGate, CrossEncoderScorer, ReciprocalRankFusion, Reranker, WeightedFusion
 from rerank_prod.cli import main
 from rerank_prod.config_file import load_reranker, reranker_settings
 from rerank_prod.evaluation.configs import resolve_specs
-from rerank_prod.evaluation.tune import Grid, cross_validate, select, tuning_queries
+from rerank_prod.evaluation.tune import (
+    Grid,
+    TuneOptions,
+    cross_validate,
+    gate_grid,
+    gate_sweep,
+    raw_gate_grid,
+    select,
+    tuned_spec,
+    tuning_queries,
+)
 
 
 def test_select_prefers_quality_then_the_cheaper_within_the_tolerance() -> None:
@@ -34,6 +44,51 @@ def test_cross_validation_scores_each_fold_with_a_pick_made_without_it() -> None
     assert ndcg.mean(axis=1).max() == 0.5  # what picking on all queries would have claimed
 
 
+def test_the_gate_grid_covers_gap_and_variance_on_both_scales() -> None:
+    grid = [gate for gate in gate_grid() if gate is not None]
+    for scale in ("normalized", "raw"):
+        mine = [g for g in grid if g["scale"] == scale]
+        assert any(g["min_top_gap"] is not None and g["min_top_k_variance"] is None for g in mine)
+        assert any(g["min_top_gap"] is None and g["min_top_k_variance"] is not None for g in mine)
+        assert any(g["min_top_gap"] is not None and g["min_top_k_variance"] is not None for g in mine)
+    assert {"min_top_gap": 0.3, "min_top_k_variance": 0.01, "min_top_k_std": None, "top_k": 5, "scale": "raw"} in grid
+    # what tune writes builds the very gate it evaluated: unnamed signals are off, not defaulted
+    for gate in grid:
+        spec = tuned_spec(TuneOptions(Path("."), {}, Path(".")), None, gate)
+        assert ConfidenceGate(**spec["gate"]) == ConfidenceGate(**gate)
+
+
+def test_raw_gates_sit_at_the_quartiles_of_the_data() -> None:
+    candidates = [
+        [Candidate(str(i), retrieval_score=s) for i, s in enumerate((top, 0.0, 0.0))] for top in (1, 2, 3, 4, 5)
+    ]
+    grid = raw_gate_grid(candidates)  # raw top gaps 1..5: quartiles 2, 3, 4
+    assert [g["min_top_gap"] for g in grid[:3]] == [2.0, 3.0, 4.0] and all(g["scale"] == "raw" for g in grid)
+    assert grid[-1]["min_top_gap"] == 3.0 and grid[-1]["min_top_k_variance"] == grid[4]["min_top_k_variance"]
+    assert raw_gate_grid([[Candidate("a"), Candidate("b")]]) == []  # no retriever scores: nothing to size
+
+
+def test_gate_sweep_reports_skip_rate_against_ndcg_behind_one_fusion() -> None:
+    fusion = {"type": "rrf", "k": 60, "retrieval_weight": 1.0}
+    skip_half = {
+        "min_top_gap": 0.5,
+        "min_top_k_variance": None,
+        "min_top_k_std": None,
+        "top_k": 5,
+        "scale": "normalized",
+    }
+    pairs = [(fusion, None), (fusion, skip_half), (None, None), (None, skip_half)]
+    ndcg = np.array([[0.8, 0.6, 0.8, 0.6], [0.8, 0.7, 0.8, 0.7], [0.1] * 4, [0.1] * 4])
+    latency = np.array([[1.0] * 4, [1.0, 0.0, 1.0, 0.0], [1.0] * 4, [1.0, 0.0, 1.0, 0.0]])
+    skip = latency == 0.0
+    sweep = gate_sweep(Grid(pairs, ndcg, latency, skip), fusion, folds=2, seed=0, max_ndcg_loss=0.0)
+    assert [row["gate"] for row in sweep["rows"]] == ["no gate", "gap>=0.5"]
+    assert sweep["rows"][1]["skip_rate"] == 0.5 and sweep["rows"][1]["ndcg_loss"] == pytest.approx(-0.05)
+    assert sweep["chosen"] == "gap>=0.5" and sweep["ungated"]["ndcg@10"] == pytest.approx(0.7)
+    picks = sweep["cross_validated"]["picks"]  # a fold of unskipped queries ties: the grid's first (no gate) wins
+    assert len(picks) == 2 and set(picks) <= {"gap>=0.5", "no gate"}
+
+
 def test_validation_carve_is_reproducible() -> None:
     ids = [str(i) for i in range(100)]
     assert tuning_queries(ids, 10, 42, None) == tuning_queries(ids, 10, 42, None) != tuning_queries(ids, 10, 1, None)
@@ -49,7 +104,13 @@ def test_tune_writes_a_file_the_core_and_eval_load(
     assert main(["tune", *args, "--out", str(out), "--no-progress"]) == 0
     report = json.loads((out / "tune.json").read_text())
     assert report["settings"]["split"] == "train" and report["settings"]["queries"] == 6
-    assert report["settings"]["configurations"] == 45 * 13
+    assert report["settings"]["configurations"] == 45 * (len(gate_grid()) + 7)  # + raw gates at the quartiles
+    sweeps = report["gate_sweeps"]
+    assert 1 <= len(sweeps) <= 2 and sweeps[-1]["fusion"] == "weighted 0.5/0.5 minmax/minmax"
+    gates = [row["gate"] for row in sweeps[-1]["rows"]]
+    assert len(gates) == len(gate_grid()) + 7 and "gap>=0.3 & top-5 var>=0.01 (raw)" in gates
+    assert sweeps[-1]["rows"][0]["gate"] == "no gate" and sweeps[-1]["rows"][0]["skip_rate"] == 0.0
+    assert len(sweeps[-1]["cross_validated"]["picks"]) == 2 and "Gate sweep behind" in (out / "tune.md").read_text()
     assert report["cross_validated"]["tuned"]["folds"] == 2 and "Cross-validated" in (out / "tune.md").read_text()
     tuned = json.loads((out / "tuned.json").read_text())["rerankers"][0]
     reranker = load_reranker(out / "tuned.json", scorer=cross_encoder)

@@ -37,6 +37,9 @@ RANKED_TYPE = pa.struct(  # the candidate's id, then the result metadata contrac
         pa.field("retrieval_score", pa.float64()),
         pa.field("original_rank", pa.int32()),
         pa.field("rerank_source", pa.string()),
+        pa.field("rerank_chunks", pa.int32()),
+        pa.field("rerank_best_chunk", pa.int32()),
+        pa.field("rerank_truncated", pa.bool_()),
     ]
 )
 RESULT_SCHEMA = pa.schema(

@@ -37,7 +37,7 @@ from rerank_prod.cache import CacheBackend, InMemoryCache, ResultCache, ScoreCac
 from rerank_prod.cache_redis import RedisCache
 from rerank_prod.evaluation.dataset import EvalInputError
 from rerank_prod.fusion import ReciprocalRankFusion, WeightedFusion
-from rerank_prod.gate import ConfidenceGate
+from rerank_prod.gate import DEFAULT_RULE, ConfidenceGate
 from rerank_prod.pipeline import Reranker
 from rerank_prod.scoring import (
     DEFAULT_CROSS_ENCODER,
@@ -335,13 +335,18 @@ def load_config_file(path: str | Path) -> list[Spec]:
     return list(data)
 
 
+def default_gate_spec() -> dict[str, Any]:
+    """`ConfidenceGate()`'s rule, spelled out (a spec must name its thresholds)."""
+    return {name: value for name, value in DEFAULT_RULE.items() if value is not None}
+
+
 def default_specs() -> list[Spec]:
     """The trade-offs worth seeing first: the model alone, 50/50 fusion with the retriever, gated fusion."""
     fusion = {"type": "weighted", "rerank_weight": 0.5, "retrieval_weight": 0.5}
     return [
         {"name": "model"},
         {"name": "fusion 50/50", "fusion": fusion},
-        {"name": "fusion 50/50 + gate", "fusion": fusion, "gate": {"min_top_gap": 0.3}},
+        {"name": "fusion 50/50 + gate", "fusion": fusion, "gate": default_gate_spec()},
     ]
 
 

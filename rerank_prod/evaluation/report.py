@@ -356,6 +356,27 @@ def tune_markdown(report: dict[str, Any], *, markdown: bool = True) -> str:
         "",
         render_table(header, _tune_rows(report["top"]), markdown=markdown),
     ]
+    for sweep in report.get("gate_sweeps", []):
+        rows = [
+            [
+                row["gate"],
+                percent(row["skip_rate"]),
+                number(row["ndcg@10"]),
+                f"{-row['ndcg_loss']:+.4f}",
+                number(row["mean_latency_ms"], 1),
+            ]
+            for row in sweep["rows"]
+        ]
+        gate_cv = sweep["cross_validated"]
+        lines += [
+            "",
+            f"Gate sweep behind {sweep['fusion']} (ungated NDCG@10 {sweep['ungated']['ndcg@10']:.4f}); skipped "
+            f"queries keep the first-stage order and cost no model time. The rule picks {sweep['chosen']}; "
+            f"cross-validated with this fusion fixed: NDCG@10 {gate_cv['ndcg@10']:.4f}, "
+            f"{gate_cv['mean_latency_ms']:.1f} ms mean, picks per fold: {'; '.join(gate_cv['picks'])}",
+            "",
+            render_table(["gate", "skip rate", "NDCG@10", "vs ungated", "mean ms"], rows, markdown=markdown),
+        ]
     held_out = report.get("held_out")
     if held_out:
         rows = [

@@ -42,6 +42,7 @@ from rerank_prod.engine import ScoringEngine
 from rerank_prod.observability.base import Finished, fallback_reason, scorer_kind
 from rerank_prod.observability.base import breakers as reranker_breakers
 from rerank_prod.resilience import CircuitBreaker
+from rerank_prod.scoring.chunked import ChunkedScorer
 from rerank_prod.scoring.dependencies import require_extra
 from rerank_prod.types import SourceKind
 from rerank_prod.validation import check_int, check_text
@@ -259,15 +260,23 @@ class _LiveState:
             GaugeMetricFamily(
                 "rerank_prod_engine_queue_depth", "Requests waiting in the scoring engine.", labels=("backend",)
             ),
+            CounterMetricFamily(
+                "rerank_prod_chunking",
+                "ChunkedScorer: texts seen, texts split into windows, windows scored, texts with windows "
+                "beyond max_chunks left unscored (label kind).",
+                labels=("backend", "kind"),
+            ),
         )
 
     def collect(self) -> Iterator[Metric]:
-        caches, states, opened, rejected, engine_requests, engine_pairs, queue_depth = self._empty_families()
+        families = self._empty_families()
+        caches, states, opened, rejected, engine_requests, engine_pairs, queue_depth, chunking = families
         cache_totals: dict[tuple[str, ...], dict[str, int]] = {}
         key: tuple[str, ...]
         breakers: dict[tuple[str, ...], dict[str, Any]] = {}
         seen: set[tuple[tuple[str, ...], int]] = set()
         engines: dict[int, tuple[str, ScoringEngine]] = {}
+        chunkers: dict[int, ChunkedScorer] = {}
         with self._lock:
             tracked = [(labels, ref()) for labels, ref in self._tracked]
         for labels, reranker in tracked:
@@ -286,7 +295,9 @@ class _LiveState:
             for backend, breaker in reranker_breakers(reranker):
                 breakers.setdefault((*labels, backend), breaker.snapshot())
             for scorer in (reranker.scorer, reranker.fallback_scorer):
-                engine = getattr(scorer, "engine", None)
+                if isinstance(scorer, ChunkedScorer):
+                    chunkers.setdefault(id(scorer), scorer)
+                engine = getattr(scorer.inner if isinstance(scorer, ChunkedScorer) else scorer, "engine", None)
                 if isinstance(engine, ScoringEngine):
                     engines.setdefault(id(engine), (scorer.name if scorer is not None else "", engine))
         for key, total in cache_totals.items():
@@ -308,4 +319,12 @@ class _LiveState:
             engine_pairs.add_metric([backend, "scored"], counts["pairs"])
             engine_pairs.add_metric([backend, "wasted"], counts["wasted_pairs"])
             queue_depth.add_metric([backend], counts["queued_requests"])
-        yield from (caches, states, opened, rejected, engine_requests, engine_pairs, queue_depth)
+        per_chunker: dict[str, dict[str, int]] = {}
+        for chunker in chunkers.values():  # chunked scorers of one model name are summed
+            chunk_counts = per_chunker.setdefault(chunker.name, {})
+            for kind, count in chunker.stats().items():
+                chunk_counts[kind] = chunk_counts.get(kind, 0) + count
+        for backend, chunk_totals in per_chunker.items():
+            for kind, count in chunk_totals.items():
+                chunking.add_metric([backend, kind], count)
+        yield from families

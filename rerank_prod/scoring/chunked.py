@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from rerank_prod.deadline import Deadline
+from rerank_prod.errors import PartialScores
 from rerank_prod.scoring.base import Scorer, checked_scores
-from rerank_prod.scoring.details import record_score_details
+from rerank_prod.scoring.details import UNJUDGED, ScoreDetails, capture_score_details, record_score_details
 from rerank_prod.validation import check_int
 
 if TYPE_CHECKING:
@@ -114,8 +115,15 @@ class ChunkedScorer:
       text counts as truncated.
     - A text that fits one window is passed through unchanged: its score equals the wrapped scorer's.
     - Cost: one wrapped-scorer call per rerank call, on as many windows as the texts need.
-    - Visibility: `stats()` (also in `reranker.metrics.snapshot()["scorers"]`), and per pair
-      `{"chunks": n, "chunks_scored": m, "best_chunk": i, "truncated": bool}` through `capture_score_details()`.
+    - Visibility: `stats()` (also in `reranker.metrics.snapshot()["scorers"]`), per pair
+      `{"chunks": n, "chunks_scored": m, "best_chunk": i, "truncated": bool}` through
+      `capture_score_details()` (a text that fits: 1, 1, 0, False), and in the result metadata
+      (`rerank_chunks`, `rerank_best_chunk`, `rerank_truncated`).
+    - A window the wrapped scorer could not judge (an LLM's unusable answer, `UNJUDGED` in its
+      details) does not count; a text with no judged window keeps the placeholder and is marked
+      unjudged too, so the pipeline does not cache it.
+    - A wrapped scorer's partial answer (the budget ended mid-way) becomes a partial answer for
+      the texts whose windows were all scored.
     """
 
     def __init__(
@@ -183,15 +191,28 @@ class ChunkedScorer:
     def circuit_breaker(self) -> CircuitBreaker | None:
         return self.inner.circuit_breaker
 
+    @property
+    def honours_deadline(self) -> bool:
+        """As the wrapped scorer: the pipeline needs no watchdog thread around a local engine."""
+        return bool(getattr(self.inner, "honours_deadline", False))
+
     def score(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
         windows, owners = self._windows(query, texts)
-        scores = self.inner.score(query, windows, deadline=deadline) if windows else []
-        return self._aggregate(query, texts, owners, scores)
+        with capture_score_details() as said:
+            try:
+                scores = self.inner.score(query, windows, deadline=deadline) if windows else []
+            except PartialScores as partial:
+                raise self._partial(query, texts, windows, owners, partial, said) from None
+        return self._aggregate(query, texts, windows, owners, scores, said)
 
     async def ascore(self, query: str, texts: Sequence[str], *, deadline: Deadline | None = None) -> list[float]:
         windows, owners = self._windows(query, texts)
-        scores = await self.inner.ascore(query, windows, deadline=deadline) if windows else []
-        return self._aggregate(query, texts, owners, scores)
+        with capture_score_details() as said:
+            try:
+                scores = await self.inner.ascore(query, windows, deadline=deadline) if windows else []
+            except PartialScores as partial:
+                raise self._partial(query, texts, windows, owners, partial, said) from None
+        return self._aggregate(query, texts, windows, owners, scores, said)
 
     def stats(self) -> dict[str, int]:
         """`ChunkingStats` as a dict: texts, chunked, chunks, truncated."""
@@ -242,21 +263,55 @@ class ChunkedScorer:
             self._stats.chunks += len(flat)
         return flat, owners
 
+    def _partial(
+        self,
+        query: str,
+        texts: Sequence[str],
+        windows: Sequence[str],
+        owners: Sequence[_Windows],
+        partial: PartialScores,
+        said: ScoreDetails,
+    ) -> PartialScores:
+        """The inner partial answer in texts: the leading texts whose windows were all scored."""
+        done = 0
+        while done < len(owners) and owners[done].first + owners[done].scored <= len(partial.scores):
+            done += 1
+        reached = owners[:done]
+        scores = self._aggregate(
+            query, texts[:done], windows, reached, partial.scores[: sum(o.scored for o in reached)], said
+        )
+        return PartialScores(scores, len(texts), partial.elapsed_s)
+
     def _aggregate(
-        self, query: str, texts: Sequence[str], owners: Sequence[_Windows], scores: Sequence[float]
+        self,
+        query: str,
+        texts: Sequence[str],
+        windows: Sequence[str],
+        owners: Sequence[_Windows],
+        scores: Sequence[float],
+        said: ScoreDetails,
     ) -> list[float]:
         window_scores = checked_scores(scores, sum(owner.scored for owner in owners), self.inner.name)
         results = []
         for text, owner in zip(texts, owners, strict=True):
             mine = window_scores[owner.first : owner.first + owner.scored]
-            results.append(sum(mine) / len(mine) if self.aggregate == "mean" else max(mine))  # "first": one window
-            if owner.total > 1:
-                record_score_details(
-                    query,
-                    text,
-                    chunks=owner.total,
-                    chunks_scored=owner.scored,
-                    best_chunk=max(range(len(mine)), key=mine.__getitem__),
-                    truncated=owner.scored < owner.total,
-                )
+            if owner.total == 1:
+                results.append(mine[0])  # passed through unchanged: the inner scorer's details are the text's
+                record_score_details(query, text, chunks=1, chunks_scored=1, best_chunk=0, truncated=False)
+                continue
+            spans = range(owner.first, owner.first + owner.scored)
+            judged = [j for j, w in enumerate(spans) if UNJUDGED not in said.get(query, windows[w])]
+            if not judged:
+                record_score_details(query, text, **{UNJUDGED: "no window of the text could be judged"})
+                judged = list(range(len(mine)))
+            values = [mine[j] for j in judged]
+            results.append(sum(values) / len(values) if self.aggregate == "mean" else max(values))  # "first": one
+            record_score_details(
+                query,
+                text,
+                chunks=owner.total,
+                chunks_scored=owner.scored,
+                best_chunk=max(judged, key=mine.__getitem__),
+                truncated=owner.scored < owner.total,
+            )
         return results

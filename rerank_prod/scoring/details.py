@@ -5,7 +5,9 @@ A score is one float, so anything else a scorer knows about a pair travels on th
 the caller opens `capture_score_details()` around its rerank calls and reads the details back by
 (query, text). The collector lives in a `contextvars.ContextVar`, so concurrent calls in other
 threads or tasks never see each other's details; the pipeline's worker threads run in a copy of the
-caller's context, so what they record reaches the caller's collector.
+caller's context, so what they record reaches the caller's collector. Collectors nest: the
+pipeline opens its own around each scoring request (to keep unjudged pairs out of its caches and
+put chunking in the result metadata) and a caller's block still sees everything.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-_ACTIVE: contextvars.ContextVar[ScoreDetails | None] = contextvars.ContextVar("rerank_prod_score_details", default=None)
+_ACTIVE: contextvars.ContextVar[tuple[ScoreDetails, ...]] = contextvars.ContextVar(
+    "rerank_prod_score_details", default=()
+)
+
+UNJUDGED = "error"
+"""A pair whose details hold this key got a placeholder score, not a judgement (an LLM answer that
+stayed unusable): the pipeline ranks it by that score but never caches it, nor the call's result."""
 
 
 class ScoreDetails:
@@ -53,7 +61,7 @@ def capture_score_details() -> Iterator[ScoreDetails]:
     >>> details.get(query, result[0].candidate.text)  # e.g. {"reason": "...", "chunks": 3, "best_chunk": 1}
     """
     collector = ScoreDetails()
-    token = _ACTIVE.set(collector)
+    token = _ACTIVE.set((*_ACTIVE.get(), collector))
     try:
         yield collector
     finally:
@@ -61,7 +69,6 @@ def capture_score_details() -> Iterator[ScoreDetails]:
 
 
 def record_score_details(query: str, text: str, **details: Any) -> None:
-    """For scorers: attach `details` to (query, text) if a caller is collecting; otherwise free."""
-    collector = _ACTIVE.get()
-    if collector is not None:
+    """For scorers: attach `details` to (query, text) for every open collector; free when none is."""
+    for collector in _ACTIVE.get():
         collector.record(query, text, details)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from rerank_prod.deadline import Deadline
 from rerank_prod.resilience import CircuitBreaker, MalformedResponse, RetryPolicy
 from rerank_prod.scoring.bounded_http import DEFAULT_MAX_RESPONSE_BYTES
-from rerank_prod.scoring.details import record_score_details
+from rerank_prod.scoring.details import UNJUDGED, record_score_details
 from rerank_prod.scoring.llm_answers import INDEX_BASES, IndexBase, Judgement, Scale, parse_judgement, parse_ranking
 from rerank_prod.scoring.openai_clients import openai_clients
 from rerank_prod.scoring.remote import (
@@ -262,8 +262,10 @@ class LLMPointwiseScorer(_ChatScorer):
     - Candidates are scored concurrently, at most `max_concurrency` at a time, each request retried
       on its own. A candidate whose answers stay unusable is isolated, not fatal: it scores
       `UNSCORED` (-1.0), below every judged candidate, so it ranks after them in retriever order
-      (with fusion the retriever signal still counts), its details say `{"error": ...}`, and a
-      warning is logged. Only when no candidate could be judged does the call fail (and fall back).
+      (with fusion the retriever signal still counts), its details say `{"error": ...}`, its
+      `rerank_source` is "model:no usable answer: after the judged ones", and a warning is logged.
+      The placeholder is no judgement: the pipeline caches neither it nor the call's result, so the
+      next call asks again. Only when no candidate could be judged does the call fail (and fall back).
     """
 
     def __init__(
@@ -335,7 +337,7 @@ class LLMPointwiseScorer(_ChatScorer):
         scores = []
         for text, outcome in zip(texts, outcomes, strict=True):
             if isinstance(outcome, MalformedResponse):
-                record_score_details(query, text, error=f"MalformedResponse: {outcome}")
+                record_score_details(query, text, **{UNJUDGED: f"MalformedResponse: {outcome}"})  # never cached
                 scores.append(UNSCORED)
                 continue
             details: dict[str, Any] = {"relevance": outcome.relevance}
