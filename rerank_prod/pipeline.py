@@ -585,11 +585,16 @@ class Reranker:
         scores = checked_scores(raw, len(request.texts), request.scorer.name)
         return _Fresh(scores, _details_of(collected, request, len(scores)))
 
+    def _timeout_message(self, deadline: Deadline) -> str:
+        """The budget that ran out: the call's own, or the outer one it was fitted into (`deadline=`)."""
+        budget = deadline.budget_s if deadline.budget_s is not None else self.timeout_s
+        return "timeout" if budget is None else f"timeout after {budget:g}s"
+
     def _score_sync_raw(self, request: _Score) -> Sequence[float]:
         if request.deadline is None or _honours_deadline(request.scorer):
             raw = request.scorer.score(request.query, request.texts, deadline=request.deadline)
         elif request.deadline.expired:
-            raise ScoringTimeout(f"timeout after {self.timeout_s or 0.0:g}s")
+            raise ScoringTimeout(self._timeout_message(request.deadline))
         else:
             # The caller's context goes along, so scorer details (capture_score_details) reach the caller.
             future = self._executor().submit(
@@ -600,7 +605,7 @@ class Reranker:
                 raw = future.result(timeout=request.deadline.remaining())
             except concurrent.futures.TimeoutError:
                 future.cancel()
-                raise ScoringTimeout(f"timeout after {self.timeout_s or 0.0:g}s") from None
+                raise ScoringTimeout(self._timeout_message(request.deadline)) from None
         return raw
 
     async def _score_async(self, request: _Score) -> _Fresh:
@@ -621,5 +626,5 @@ class Reranker:
             try:
                 raw = await asyncio.wait_for(pending, timeout=request.deadline.remaining())
             except (asyncio.TimeoutError, TimeoutError):
-                raise ScoringTimeout(f"timeout after {self.timeout_s or 0.0:g}s") from None
+                raise ScoringTimeout(self._timeout_message(request.deadline)) from None
         return raw

@@ -111,6 +111,19 @@ def test_gate_skips_the_model_when_the_retriever_is_confident() -> None:
     assert reranker.rerank("red fox", unsure).source.kind is SourceKind.MODEL
 
 
+@pytest.mark.parametrize("own_budget", [None, 5.0])
+def test_an_outer_deadline_bounds_the_call_and_names_its_budget(own_budget: float | None) -> None:
+    """`deadline=` (one hop of a larger retrieval) ends the call when it comes before `timeout_s`,
+    and the label names the budget that ran out, not the reranker's own."""
+    from rerank_prod import Deadline
+
+    reranker = Reranker(ConstantTimeScorer(delay_s=2.0), timeout_s=own_budget)
+    started = time.perf_counter()
+    result = reranker.rerank("red fox", DOCS, deadline=Deadline.after(0.15))
+    assert time.perf_counter() - started < 0.15 + 0.5
+    assert str(result.source) == "fallback:retriever order: timeout after 0.15s"
+
+
 def test_timeout_falls_back_to_retriever_order_within_budget(caplog: pytest.LogCaptureFixture) -> None:
     reranker = Reranker(ConstantTimeScorer(delay_s=2.0), timeout_s=0.2)
     started = time.perf_counter()
