@@ -20,8 +20,10 @@ pytestmark = [pytest.mark.needs_redis, pytest.mark.slow]
 
 QUERY = "Vitamin D supplementation reduces the risk of bone fractures in older adults."
 PASSAGES = [f"Passage {i} on vitamin D, calcium and fracture risk in cohort {i}." for i in range(24)]
-CALL_BUDGET_S = 1.0
-"""No call may take longer than this while a primary is down (socket timeouts are 0.25 s)."""
+CALL_BUDGET_S = 0.75
+"""The failover test's `timeout_s`: it bounds cache I/O too, so no call may outlive it while a primary
+is down (socket timeouts are 0.25 s), give or take the scheduling slack of a loaded machine."""
+SLACK_S = 0.25
 
 
 @pytest.fixture
@@ -204,7 +206,9 @@ def test_primary_failover_degrades_to_no_cache_then_recovers(cluster: RedisClust
     """Kill (SIGKILL) the primary of a third of the slots mid-traffic: calls never fail and stay
     within budget, the keys on the dead primary read as misses (scored by the model) until its
     replica is promoted, then every candidate is a hit again: the replica had the data."""
-    reranker = Reranker(ConstantTimeScorer(), score_cache=ScoreCache(RedisCache(cluster_url(cluster))))
+    reranker = Reranker(
+        ConstantTimeScorer(), score_cache=ScoreCache(RedisCache(cluster_url(cluster))), timeout_s=CALL_BUDGET_S
+    )
     reranker.rerank(QUERY, PASSAGES)  # fill the cache
     time.sleep(0.2)  # let the replicas receive the writes (replication is asynchronous)
     traffic = Traffic(reranker, mode).start()
@@ -229,7 +233,7 @@ def test_primary_failover_degrades_to_no_cache_then_recovers(cluster: RedisClust
     )
     short = [call for call in calls if call.candidates != len(PASSAGES)]
     assert not short, short  # no call failed or lost candidates
-    assert max(call.latency_s for call in calls) < CALL_BUDGET_S
+    assert max(call.latency_s for call in calls) < CALL_BUDGET_S + SLACK_S
     degraded = [call for call in calls if call.errors]
     # Killing the primary shows up as cache errors (before the kill, a loaded machine can make an
     # operation miss its 0.1 s bound now and then: that is a cache timeout, also "no cache").

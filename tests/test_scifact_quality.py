@@ -12,7 +12,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from langchain_rerank_prod import RerankProdCompressor
 from llamaindex_rerank_prod import RerankProdPostprocessor
-from rerank_prod import Candidate, Reranker, WeightedFusion
+from rerank_prod import RESULT_METADATA_KEYS, Candidate, Reranker, WeightedFusion
 from rerank_prod.evaluation.dataset import load_beir
 from rerank_prod.evaluation.first_stage import bm25_rankings, candidate_sets
 from rerank_prod.evaluation.ir_metrics import evaluate, mean_metrics
@@ -63,7 +63,7 @@ def test_adapters_return_exactly_the_core_ranking(first_stage, cross_encoder) ->
             [NodeWithScore(node=TextNode(text=c.text, id_=c.id), score=c.retrieval_score) for c in cands],
             QueryBundle(queries[qid]),
         )
-        contract = ("relevance_score", "rerank_score", "retrieval_score", "original_rank", "rerank_source")
+        contract = RESULT_METADATA_KEYS
         assert [(d.id, {k: d.metadata[k] for k in contract}) for d in docs] == core
         assert [(n.node.node_id, {k: n.node.metadata[k] for k in contract}) for n in nodes] == core
         assert [n.score for n in nodes] == [meta["relevance_score"] for _, meta in core]
