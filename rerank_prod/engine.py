@@ -68,6 +68,9 @@ class _Request:
     done: int = 0
     abandoned: bool = False
     failure: BaseException | None = None
+    probe: bool = False
+    """Admitted by an idle engine against its estimate: its first pair is computed even if the
+    estimate says it cannot finish in time (at most that one pair runs past the deadline)."""
 
     def __post_init__(self) -> None:
         self.scores = [None] * len(self.pairs)
@@ -223,20 +226,25 @@ class ScoringEngine:
             if self._closing:
                 raise ScorerError(f"{self.name}: the scoring engine is closed")
             if deadline is not None:
-                self._admit_within(deadline, units)
+                request.probe = self._admit_within(deadline, units)
             self._queue.append(request)
             self._queued_units += sum(units)
             self._work.notify()
         return request
 
-    def _admit_within(self, deadline: Deadline, units: list[float]) -> None:
+    def _admit_within(self, deadline: Deadline, units: list[float]) -> bool:
         """Refuse (with the lock held) what cannot be served before `deadline`: a request that fits
         its budget alone must fit behind the queue; one too big for it must at least get its first pair
-        scored (anytime ranking), whatever `max_chunk_s` says: the chunk is cut to what the deadline allows."""
+        scored (anytime ranking), whatever `max_chunk_s` says: the chunk is cut to what the deadline allows.
+        True: admitted as a probe (see `_Request.probe`)."""
         per_unit = self._seconds_per_unit
         if per_unit is None:
-            return  # nothing measured yet: admit, the first batch gives the estimate
+            return False  # nothing measured yet: admit, the first batch gives the estimate
         remaining = deadline.remaining()
+        if not self._queue and not self._in_flight_units and units[0] * per_unit > remaining:
+            # an idle engine whose estimate says not even one pair fits: that estimate may be stale
+            # (inflated under a storm) and would shed every call forever; one pair measures afresh
+            return True
         ahead = self._work_ahead(per_unit)
         own = sum(units) * per_unit
         first_pair = units[0] * per_unit  # a worker takes a deadline-bound request's first pair alone if need be
@@ -244,6 +252,7 @@ class ScoringEngine:
         if needed > remaining:
             self._counts["shed"] += 1
             raise ScoringShed("shed by the engine: the work queued ahead would not let it finish within budget")
+        return False
 
     def _work_ahead(self, per_unit: float) -> float:
         """Seconds until the workers reach a request queued now (lock held), served in order. A
@@ -331,7 +340,8 @@ class ScoringEngine:
                     # the first pair is bounded by the deadlines only; the others by the chunk time and
                     # half the time left, so a chunk ends well before the deadline it serves
                     limit = deadline_left if not batch else min(deadline_left / 2, chunk_s)
-                    if (units + cost) * per_unit > limit:
+                    probe = not batch and request.probe and request.handed_out == 0 and deadline_left > 0
+                    if (units + cost) * per_unit > limit and not probe:
                         break
                     batch.append((request, request.handed_out))
                     request.handed_out += 1

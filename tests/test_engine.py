@@ -160,6 +160,24 @@ def test_a_budget_shorter_than_a_chunk_still_gets_its_first_pairs() -> None:
     assert 1 <= len(partial.value.scores) < 100 and engine.snapshot()["shed"] == 0
 
 
+def test_an_estimate_inflated_under_a_storm_is_corrected_once_the_engine_is_idle() -> None:
+    """A service-time estimate 100x too high would shed every call (nothing fits), and with nothing
+    admitted it would never be measured again. An idle engine admits one call as a probe: its
+    first pair re-measures, and the calls after it are served in full."""
+    engine = warmed(ScoringEngine(Forward(), name="t", max_batch_pairs=8))
+    engine._seconds_per_unit = (engine._seconds_per_unit or 0.0) * 100  # as measured under a storm
+    outcomes = []
+    for _ in range(8):
+        try:
+            outcomes.append(len(engine.score("q", texts(5), Deadline.after(0.3))))
+        except PartialScores as partial:
+            outcomes.append(len(partial.scores))
+        except (ScoringShed, ScoringTimeout):
+            outcomes.append(0)
+    assert outcomes[-1] == 5, outcomes  # recovered: fully scored within budget again
+    assert engine.snapshot()["shed"] == 0
+
+
 def test_a_full_queue_sheds() -> None:
     engine = ScoringEngine(Forward(), name="t", max_batch_pairs=2, max_queued_pairs=10)
     blocker = threading.Thread(target=engine.score, args=("busy", texts(10)))
