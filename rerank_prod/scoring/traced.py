@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from typing import Any
 
 logger = logging.getLogger("rerank_prod")
@@ -57,8 +58,9 @@ def trace_forward(model: Any) -> None:
         with lock:
             if names in traced or names in failed:
                 return traced.get(names)
-            try:
-                with torch.inference_mode():
+            try:  # the tracer's warnings (deprecation, shape checks it cannot prove) are not the user's concern
+                with torch.inference_mode(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
                     jit: Any = torch.jit  # untyped in torch's stubs
                     module = jit.trace(Positional(names).eval(), tensors, check_trace=False)
                     traced[names] = jit.freeze(module)
