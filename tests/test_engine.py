@@ -330,12 +330,18 @@ def test_fp32_is_the_models_own_predict_and_bf16_has_its_own_identity(cross_enco
     exact.score("warm-up", passages[:2])  # the engine's first (calibration) batch is small
     reference = CrossEncoder(cross_encoder_path).predict([("vitamin d bones", p) for p in passages], batch_size=32)
     assert exact.score("vitamin d bones", passages) == reference.tolist()  # bit for bit
+    assert exact._model.model._rerank_prod_traced  # ... though its forward ran as TorchScript (traced.py)
     assert exact.precision == "fp32"
     assert exact.identity == f"cross-encoder:{cross_encoder_path}|max_length=256|activation=default"
     half = CrossEncoderScorer(cross_encoder_path, precision="bf16")
     assert half.precision == "bf16" and half.identity == f"{exact.identity}|precision=bf16"
     assert half._model is not exact._model  # the fp32 weights are not converted under other users
     assert half.score("vitamin d bones", passages) == pytest.approx(reference.tolist(), abs=5e-3)
+    import torch
+
+    eager_bf16 = CrossEncoder(cross_encoder_path).to(torch.bfloat16)
+    half_reference = eager_bf16.predict([("vitamin d bones", p) for p in passages], batch_size=32)
+    assert half.score("vitamin d bones", passages) == half_reference.tolist()  # traced bf16 = eager bf16
     auto = CrossEncoderScorer(cross_encoder_path)
     assert auto.precision in ("fp32", "bf16") and auto.engine is CrossEncoderScorer(cross_encoder_path).engine
     with pytest.raises(ValueError, match="precision must be one of"):

@@ -12,6 +12,7 @@ from rerank_prod.engine import ScoringEngine, default_workers
 from rerank_prod.scoring.base import LocalScorer, checked_scores
 from rerank_prod.scoring.dependencies import load_sentence_transformers_model
 from rerank_prod.scoring.precision import Precision, check_precision
+from rerank_prod.scoring.traced import trace_forward
 from rerank_prod.validation import check_int, check_text
 
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
@@ -78,6 +79,8 @@ class CrossEncoderScorer(LocalScorer):
             trust_remote_code=trust_remote_code,
             precision=precision,
         )
+        if str(self._model.device).startswith("cpu") and self._model.model is not None:
+            trace_forward(self._model.model)  # a busy interpreter cannot stall its forward passes
         self._activation_fn = self._resolve_activation(activation)
         self.engine = self._engine(max_chunk_s)
 
