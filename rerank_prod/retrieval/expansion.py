@@ -21,7 +21,7 @@ from rerank_prod.pipeline import Reranker
 from rerank_prod.redaction import redact
 from rerank_prod.retrieval.llm import LLMQueryWriter
 from rerank_prod.retrieval.merge import as_candidates, merge_ranked_lists
-from rerank_prod.retrieval.multihop import AsyncRetriever, Retriever, rerank_within
+from rerank_prod.retrieval.multihop import AsyncRetriever, RetrievalCall, Retriever, rerank_within
 from rerank_prod.retrieval.steps import Step, describe_failure, user_step
 from rerank_prod.types import Candidate, RankedCandidate, RerankResult, RerankSource, SourceKind
 from rerank_prod.validation import check_int, check_number
@@ -77,15 +77,6 @@ class ExpansionResult:
 
     def __getitem__(self, index: int) -> ExpandedCandidate:
         return self.items[index]
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    query: str
-    candidates: tuple[Candidate, ...] | None
-    top_n: int | None
-    started: float
-    deadline: Deadline | None
 
 
 def expander_step(expander: Expander | LLMQueryWriter, count: int) -> Step[..., Sequence[str]]:
@@ -170,28 +161,19 @@ class QueryExpansionReranker:
         work. Never raises because the expander, the retriever or the scorer failed or was slow,
         and returns by the deadline (plus at most one scoring chunk): what failed is in `notes`.
         """
-        return run(self._plan(self._start(query, candidates, top_n)))
+        return run(
+            self._plan(RetrievalCall.start(query, candidates, top_n, (self.top_n, self.reranker.top_n), self.timeout_s))
+        )
 
     async def arerank(
         self, query: str, candidates: Iterable[Candidate | str] | None = None, *, top_n: int | None = None
     ) -> ExpansionResult:
         """`rerank`, natively async; the retrievals are awaited together."""
-        return await arun(self._plan(self._start(query, candidates, top_n)))
+        return await arun(
+            self._plan(RetrievalCall.start(query, candidates, top_n, (self.top_n, self.reranker.top_n), self.timeout_s))
+        )
 
-    def _start(self, query: str, candidates: Iterable[Candidate | str] | None, top_n: int | None) -> _Call:
-        started = time.perf_counter()
-        if not isinstance(query, str) or not query.strip():
-            raise (TypeError if not isinstance(query, str) else ValueError)(
-                f"query must be a non-empty str, got {query!r}"
-            )
-        given = None if candidates is None else tuple(as_candidates(candidates, "candidates"))
-        chosen = top_n if top_n is not None else self.top_n if self.top_n is not None else self.reranker.top_n
-        if chosen is not None:
-            check_int("top_n", chosen)
-        deadline = None if self.timeout_s is None else Deadline.after(self.timeout_s)
-        return _Call(query, given, chosen, started, deadline)
-
-    def _plan(self, call: _Call) -> Plan[ExpansionResult]:
+    def _plan(self, call: RetrievalCall) -> Plan[ExpansionResult]:
         notes: list[str] = []
         variants: list[str] = []
         try:
@@ -229,7 +211,7 @@ class QueryExpansionReranker:
 
     def _finish(
         self,
-        call: _Call,
+        call: RetrievalCall,
         variants: list[str],
         result: RerankResult | None,
         retrieved_by: list[tuple[int, ...]],

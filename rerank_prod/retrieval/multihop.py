@@ -97,12 +97,36 @@ class MultiHopResult:
 
 
 @dataclass(frozen=True, slots=True)
-class _Call:
+class RetrievalCall:
+    """One multi-hop or expansion call, validated: its query, given candidates, `top_n` and budget."""
+
     query: str
     candidates: tuple[Candidate, ...] | None
     top_n: int | None
     started: float
     deadline: Deadline | None
+
+    @classmethod
+    def start(
+        cls,
+        query: str,
+        candidates: Iterable[Candidate | str] | None,
+        top_n: int | None,
+        defaults: tuple[int | None, ...],
+        timeout_s: float | None,
+    ) -> RetrievalCall:
+        """Validate before any work; `top_n` falls back to the first of `defaults` that is set."""
+        started = time.perf_counter()
+        if not isinstance(query, str) or not query.strip():
+            raise (TypeError if not isinstance(query, str) else ValueError)(
+                f"query must be a non-empty str, got {query!r}"
+            )
+        given = None if candidates is None else tuple(as_candidates(candidates, "candidates"))
+        chosen = next((n for n in (top_n, *defaults) if n is not None), None)
+        if chosen is not None:
+            check_int("top_n", chosen)
+        deadline = None if timeout_s is None else Deadline.after(timeout_s)
+        return cls(query, given, chosen, started, deadline)
 
 
 def follow_up_step(
@@ -202,28 +226,19 @@ class MultiHopReranker:
         slow, and returns by the deadline (plus at most one scoring chunk): it stops and says why
         in `stopped`. With no candidates and a failing first retrieval the result is empty.
         """
-        return run(self._plan(self._start(query, candidates, top_n)))
+        return run(
+            self._plan(RetrievalCall.start(query, candidates, top_n, (self.top_n, self.reranker.top_n), self.timeout_s))
+        )
 
     async def arerank(
         self, query: str, candidates: Iterable[Candidate | str] | None = None, *, top_n: int | None = None
     ) -> MultiHopResult:
         """`rerank`, natively async (the reranker's `arerank`, async retrievers and writers awaited)."""
-        return await arun(self._plan(self._start(query, candidates, top_n)))
+        return await arun(
+            self._plan(RetrievalCall.start(query, candidates, top_n, (self.top_n, self.reranker.top_n), self.timeout_s))
+        )
 
-    def _start(self, query: str, candidates: Iterable[Candidate | str] | None, top_n: int | None) -> _Call:
-        started = time.perf_counter()
-        if not isinstance(query, str) or not query.strip():
-            raise (TypeError if not isinstance(query, str) else ValueError)(
-                f"query must be a non-empty str, got {query!r}"
-            )
-        given = None if candidates is None else tuple(as_candidates(candidates, "candidates"))
-        chosen = top_n if top_n is not None else self.top_n if self.top_n is not None else self.reranker.top_n
-        if chosen is not None:
-            check_int("top_n", chosen)
-        deadline = None if self.timeout_s is None else Deadline.after(self.timeout_s)
-        return _Call(query, given, chosen, started, deadline)
-
-    def _plan(self, call: _Call) -> Plan[MultiHopResult]:
+    def _plan(self, call: RetrievalCall) -> Plan[MultiHopResult]:
         hops: list[Hop] = []
         stopped: str | None = None
         hop_query = call.query
@@ -271,7 +286,7 @@ class MultiHopReranker:
         )
         return f"{what}: {describe_failure(cause)}"
 
-    def _finish(self, call: _Call, hops: list[Hop], stopped: str | None) -> MultiHopResult:
+    def _finish(self, call: RetrievalCall, hops: list[Hop], stopped: str | None) -> MultiHopResult:
         summary = MultiHopResult(call.query, (), tuple(hops), self.hops, stopped, 0.0).summary
         combined = combine_hops([hop.result.items for hop in hops], self.weights)
         items = tuple(
