@@ -7,7 +7,8 @@ threads), takes requests into a bounded queue, and computes micro-batches of pai
 several callers' requests (waiting a few ms for more). Each request is scored in retriever order,
 one chunk at a time; before every chunk the engine drops requests whose callers left or whose
 deadline the chunk would miss. A request that cannot be served within its budget, by the measured
-service time (an EWMA of seconds per unit of text) and the work queued ahead of it, is refused at
+service time (a fixed cost per forward pass plus a cost per unit of text, fitted over recent
+passes: `ServiceTime`) and the work queued ahead of it, is refused at
 once (`ScoringShed`) so the caller can fall back while it still has time. A caller whose deadline
 ends mid-way gets the scores done so far (`PartialScores`), never waits for the chunk in flight,
 and callers are woken by the workers themselves: no thread of the caller's event loop is involved,
@@ -20,7 +21,9 @@ import asyncio
 import atexit
 import collections
 import contextlib
+import math
 import os
+import sys
 import threading
 import time
 import weakref
@@ -30,14 +33,32 @@ from typing import cast
 
 from rerank_prod.deadline import Deadline
 from rerank_prod.errors import PartialScores, ScorerError, ScoringShed, ScoringTimeout
+from rerank_prod.service_time import ServiceTime, SettingChoice
 from rerank_prod.validation import check_int, check_number
 
 Pair = tuple[str, str]
 Compute = Callable[[list[Pair]], Sequence[float]]
 
-_EWMA_WEIGHT = 0.3  # of the newest batch in the seconds-per-unit estimate
+_EWMA_WEIGHT = 0.2  # of the newest pass in the service-time fit
 _CALIBRATION_PAIRS = 4  # the first batch, before anything is measured, stays this small
 _LIVE: weakref.WeakSet[ScoringEngine] = weakref.WeakSet()
+_PYTHON_SWITCH_INTERVAL_S = 0.005  # CPython's default: nobody chose one
+SWITCH_INTERVAL_S = 0.001
+
+
+def shorten_switch_interval(seconds: float = SWITCH_INTERVAL_S) -> None:
+    """Lower the interpreter's switch interval to `seconds` unless someone chose one already.
+
+    Why: a worker takes the interpreter lock back after every native call (a tokenizer call, a
+    forward pass, each tensor op around it). While another thread runs Python (an event loop
+    answering a storm of shed calls, request threads), each take waits out the switch interval:
+    5 ms by default, so a forward pass of two pairs took 65-100 ms instead of 5 (measured, 64 asyncio
+    callers, 2 cores), the engine's estimate rose, and it shed nearly everything. At 1 ms the same
+    storm got ~40x the model-answered calls. Python threads that only run Python lose a little
+    throughput to the more frequent hand-overs. Any other value set with `sys.setswitchinterval`
+    (before or after) is the user's choice and is left alone."""
+    if sys.getswitchinterval() == _PYTHON_SWITCH_INTERVAL_S:
+        sys.setswitchinterval(seconds)
 
 
 @atexit.register
@@ -98,8 +119,12 @@ class ScoringEngine:
     - `max_queued_pairs`: bound of the queue; beyond it requests are shed.
     - `unit_cap`: text length (characters of query + text) beyond which a pair costs no more
       (the model truncates): the unit of the service-time estimate.
+    - `thread_counts` with `set_threads`: intra-op thread counts a worker may run a pass with
+      (`set_threads(n)` is called in the worker before a pass with a new count); the engine runs
+      the one measured fastest under the current load (`SettingChoice`), the first until then.
 
     Thread-safe. Workers are daemon threads that live until `close()` (called at interpreter exit).
+    Creating an engine shortens the interpreter's switch interval (`shorten_switch_interval`).
     """
 
     def __init__(
@@ -113,6 +138,8 @@ class ScoringEngine:
         batch_wait_s: float = 0.003,
         max_queued_pairs: int = 4096,
         unit_cap: int = 2048,
+        thread_counts: Sequence[int] = (),
+        set_threads: Callable[[int], None] | None = None,
     ) -> None:
         self.name = name
         self.workers = check_int("workers", workers)
@@ -121,18 +148,25 @@ class ScoringEngine:
         self.batch_wait_s = check_number("batch_wait_s", batch_wait_s, allow_zero=True)
         self.max_queued_pairs = check_int("max_queued_pairs", max_queued_pairs)
         self.unit_cap = check_int("unit_cap", unit_cap)
+        if thread_counts and set_threads is None:
+            raise ValueError("thread_counts needs set_threads, the function that applies one")
         self._compute = compute
+        self._set_threads = set_threads if thread_counts else None
+        self._settings = SettingChoice(
+            tuple(check_int("thread count", count) for count in thread_counts) or (0,), weight=_EWMA_WEIGHT
+        )
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._queue: collections.deque[_Request] = collections.deque()
         self._queued_units = 0.0
         self._in_flight_units = 0.0
-        self._seconds_per_unit: float | None = None
+        self._in_flight_passes = 0
         self._counts: collections.Counter[str] = collections.Counter()
         self._closing = False
         self._threads = [
             threading.Thread(target=self._run, name=f"rerank-prod-engine-{i}", daemon=True) for i in range(workers)
         ]
+        shorten_switch_interval()
         for thread in self._threads:
             thread.start()
         _LIVE.add(self)
@@ -191,8 +225,9 @@ class ScoringEngine:
 
     def snapshot(self) -> dict[str, float | int | None]:
         """Counters (requests served, partial, timed out, shed, pairs scored, forward passes run,
-        pairs wasted past a deadline), the queue and the service-time estimate, for metrics and
-        benchmarks. `pairs / batches` above one caller's list size shows calls sharing passes."""
+        pairs wasted past a deadline), the queue and the service-time estimate (seconds per pass
+        plus seconds per unit of text, see `ServiceTime`), for metrics and benchmarks.
+        `pairs / batches` above one caller's list size shows calls sharing passes."""
         with self._lock:
             return {
                 **{
@@ -201,10 +236,17 @@ class ScoringEngine:
                 },
                 "queued_requests": len(self._queue),
                 "queued_units": self._queued_units,
-                "seconds_per_unit": self._seconds_per_unit,
+                "seconds_per_pass": self._service.per_pass_s if self._service.measured else None,
+                "seconds_per_unit": self._service.per_unit_s,
+                "threads": self._settings.current or None,
             }
 
     # --- admission and outcome -------------------------------------------------------------------
+
+    @property
+    def _service(self) -> ServiceTime:
+        """The service-time estimate admission uses: that of the setting the workers run now."""
+        return self._settings.service
 
     def _units(self, query: str, text: str) -> float:
         return float(min(len(query) + len(text), self.unit_cap) + 16)  # +16: special tokens, per-pair overhead
@@ -237,30 +279,34 @@ class ScoringEngine:
         its budget alone must fit behind the queue; one too big for it must at least get its first pair
         scored (anytime ranking), whatever `max_chunk_s` says: the chunk is cut to what the deadline allows.
         True: admitted as a probe (see `_Request.probe`)."""
-        per_unit = self._seconds_per_unit
-        if per_unit is None:
+        # a worker takes a deadline-bound request's first pair alone if need be
+        first_pair = self._service.seconds(units[0])
+        if first_pair is None:
             return False  # nothing measured yet: admit, the first batch gives the estimate
         remaining = deadline.remaining()
-        if not self._queue and not self._in_flight_units and units[0] * per_unit > remaining:
+        if not self._queue and not self._in_flight_passes and first_pair > remaining:
             # an idle engine whose estimate says not even one pair fits: that estimate may be stale
             # (inflated under a storm) and would shed every call forever; one pair measures afresh
             return True
-        ahead = self._work_ahead(per_unit)
-        own = sum(units) * per_unit
-        first_pair = units[0] * per_unit  # a worker takes a deadline-bound request's first pair alone if need be
+        ahead = self._work_ahead()
+        own = cast(float, self._service.seconds(sum(units), math.ceil(len(units) / self.max_batch_pairs)))
         needed = ahead + (own if own <= remaining else first_pair)
         if needed > remaining:
             self._counts["shed"] += 1
             raise ScoringShed("shed by the engine: the work queued ahead would not let it finish within budget")
         return False
 
-    def _work_ahead(self, per_unit: float) -> float:
-        """Seconds until the workers reach a request queued now (lock held), served in order. A
+    def _work_ahead(self) -> float:
+        """Seconds until the workers reach a request queued now (lock held, estimate measured),
+        served in order. Queued requests share passes (a pass per `max_batch_pairs` pairs). A
         request with a deadline is cut there: it holds the workers until its deadline at most,
         however many of its pairs are still queued, and not at all if its deadline comes first."""
-        clock = self._in_flight_units * per_unit / self.workers
+        service = self._service
+        clock = cast(float, service.seconds(self._in_flight_units, self._in_flight_passes)) / self.workers
         for request in self._queue:
-            work = sum(request.units[request.handed_out :]) * per_unit / self.workers
+            left = len(request.pairs) - request.handed_out
+            units = sum(request.units[request.handed_out :])
+            work = cast(float, service.seconds(units, left / self.max_batch_pairs)) / self.workers
             ends = clock + work if request.deadline is None else min(clock + work, request.deadline.remaining())
             clock = max(clock, ends)
         return clock
@@ -300,26 +346,31 @@ class ScoringEngine:
     # --- workers ---------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        applied: int | None = None
         while True:
-            batch = self._next_batch()
-            if batch is None:
+            taken = self._next_batch()
+            if taken is None:
                 return
+            batch, setting = taken
             if not batch:
                 continue
             started = time.monotonic()
             try:
+                if self._set_threads is not None and setting != applied:
+                    self._set_threads(setting)
+                    applied = setting
                 scores = list(self._compute([pair for request, index in batch for pair in [request.pairs[index]]]))
                 if len(scores) != len(batch):
                     raise ScorerError(f"{self.name} returned {len(scores)} scores for {len(batch)} pairs")
             except BaseException as failure:  # reported to every caller in the batch; the worker lives on
-                self._settle(batch, None, failure, 0.0)
+                self._settle(batch, setting, None, failure, 0.0)
             else:
-                self._settle(batch, scores, None, time.monotonic() - started)
+                self._settle(batch, setting, scores, None, time.monotonic() - started)
 
-    def _next_batch(self) -> list[tuple[_Request, int]] | None:
+    def _next_batch(self) -> tuple[list[tuple[_Request, int]], int] | None:
         """Wait for work, then take up to a chunk of pairs from the head of the queue, skipping
         requests whose callers left or whose deadline the chunk would miss (empty: all were skipped;
-        None: the engine is closing)."""
+        None: the engine is closing), and the setting (thread count) to compute it with."""
         with self._lock:
             while not self._queue and not self._closing:
                 self._work.wait()
@@ -327,8 +378,9 @@ class ScoringEngine:
                 return None
             if self.batch_wait_s and self._queued_pair_count() < self.max_batch_pairs:
                 self._work.wait_for(lambda: self._queued_pair_count() >= self.max_batch_pairs, self.batch_wait_s)
-            per_unit = self._seconds_per_unit or 0.0
-            most = self.max_batch_pairs if self._seconds_per_unit is not None else _CALIBRATION_PAIRS
+            setting = self._settings.next_setting()
+            service = self._settings.services[setting]  # chunks are cut by the speed of the setting they run with
+            most = self.max_batch_pairs if service.measured else _CALIBRATION_PAIRS
             batch: list[tuple[_Request, int]] = []
             units, deadline_left, chunk_s = 0.0, float("inf"), float("inf")
             for request in list(self._queue):
@@ -341,7 +393,8 @@ class ScoringEngine:
                     # half the time left, so a chunk ends well before the deadline it serves
                     limit = deadline_left if not batch else min(deadline_left / 2, chunk_s)
                     probe = not batch and request.probe and request.handed_out == 0 and deadline_left > 0
-                    if (units + cost) * per_unit > limit and not probe:
+                    estimate = service.seconds(units + cost)
+                    if estimate is not None and estimate > limit and not probe:
                         break
                     batch.append((request, request.handed_out))
                     request.handed_out += 1
@@ -357,7 +410,8 @@ class ScoringEngine:
                     break  # the chunk is full (pairs or time): the rest waits for the next one
             self._queued_units -= units
             self._in_flight_units += units
-            return batch
+            self._in_flight_passes += bool(batch)
+            return batch, setting
 
     def _queued_pair_count(self) -> int:
         return sum(len(request.pairs) - request.handed_out for request in self._queue)
@@ -365,6 +419,7 @@ class ScoringEngine:
     def _settle(
         self,
         batch: list[tuple[_Request, int]],
+        setting: int,
         scores: list[float] | None,
         failure: BaseException | None,
         elapsed: float,
@@ -373,13 +428,10 @@ class ScoringEngine:
         finished: list[_Request] = []
         with self._lock:
             self._in_flight_units -= units
+            self._in_flight_passes -= 1
             self._counts["batches"] += 1
-            if scores is not None and units:
-                observed = elapsed / units
-                previous = self._seconds_per_unit
-                self._seconds_per_unit = (
-                    observed if previous is None else (1 - _EWMA_WEIGHT) * previous + _EWMA_WEIGHT * observed
-                )
+            if scores is not None:
+                self._settings.observe(setting, units, elapsed)
             for position, (request, index) in enumerate(batch):
                 if failure is not None:
                     if request.failure is None and not request.abandoned:

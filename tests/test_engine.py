@@ -11,6 +11,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
+from typing import cast
 
 import pytest
 
@@ -19,6 +20,7 @@ from rerank_prod.deadline import Deadline
 from rerank_prod.engine import ScoringEngine
 from rerank_prod.errors import PartialScores, ScorerError, ScoringShed, ScoringTimeout
 from rerank_prod.scoring.base import LocalScorer
+from rerank_prod.service_time import ServiceTime
 
 PER_PAIR_S = 0.01
 
@@ -165,7 +167,9 @@ def test_an_estimate_inflated_under_a_storm_is_corrected_once_the_engine_is_idle
     admitted it would never be measured again. An idle engine admits one call as a probe: its
     first pair re-measures, and the calls after it are served in full."""
     engine = warmed(ScoringEngine(Forward(), name="t", max_batch_pairs=8))
-    engine._seconds_per_unit = (engine._seconds_per_unit or 0.0) * 100  # as measured under a storm
+    storm = ServiceTime()  # 100x the measured line, as measured under a storm
+    storm.observe(100.0, 100 * cast(float, engine._service.seconds(100.0)))
+    engine._settings.services[engine._settings.current] = storm
     outcomes = []
     for _ in range(8):
         try:
@@ -176,6 +180,63 @@ def test_an_estimate_inflated_under_a_storm_is_corrected_once_the_engine_is_idle
             outcomes.append(0)
     assert outcomes[-1] == 5, outcomes  # recovered: fully scored within budget again
     assert engine.snapshot()["shed"] == 0
+
+
+class FixedCostForward(Forward):
+    """A pass costs PER_PASS_S whatever its size, plus a little per pair: a forward pass whose
+    tokenizing and kernel launches dominate, as under a storm of Python callers."""
+
+    PER_PASS_S = 0.04
+
+    def __call__(self, pairs: list[tuple[str, str]]) -> list[float]:
+        time.sleep(self.PER_PASS_S)
+        return super().__call__(pairs)
+
+
+def test_a_fixed_cost_per_pass_is_not_charged_to_every_pair() -> None:
+    """Measured on one- and four-pair passes, 0.04 s per pass + 0.002 s per pair: a 20-pair call
+    costs ~0.08 s and fits a 0.3 s budget. A per-unit rate (0.042 s per pair, from the one-pair
+    passes) would put it at 0.84 s and shed it or cut it to a few pairs."""
+    forward = FixedCostForward(per_pair_s=0.002)
+    engine = ScoringEngine(forward, name="t", max_batch_pairs=32, max_chunk_s=0.2)
+    for size in (1, 4, 1, 4, 1, 4, 1):
+        engine.score("warm-up", texts(size))
+    per_pass = engine.snapshot()["seconds_per_pass"]
+    assert per_pass is not None and 0.025 < per_pass < 0.06, engine.snapshot()
+    assert engine.score("q", texts(20), Deadline.after(0.3)) == [float(i) for i in range(20)]
+    assert engine.snapshot()["shed"] == 0 and engine.snapshot()["partial"] == 0
+
+
+def test_the_faster_thread_count_is_chosen_by_measurement() -> None:
+    """Two thread counts, the second measured 4x faster on this load: the engine moves to it after
+    trying it, keeps trying the other now and then, and applies each count in the worker."""
+    applied: list[int] = []
+    per_pair = {2: 0.004, 1: 0.001}
+    forward = Forward(per_pair_s=0.0)
+
+    def compute(pairs: list[tuple[str, str]]) -> list[float]:
+        time.sleep(per_pair[applied[-1]] * len(pairs))
+        return forward(pairs)
+
+    engine = ScoringEngine(compute, name="t", max_batch_pairs=4, thread_counts=(2, 1), set_threads=applied.append)
+    engine._settings.explore_every = 5
+    for _ in range(30):
+        engine.score("q", texts(4))
+    assert applied[0] == 2 and 1 in applied
+    assert engine.snapshot()["threads"] == 1
+    assert applied.count(2) >= 2, applied  # the slower count is re-tried while the faster one serves
+    with pytest.raises(ValueError, match="set_threads"):
+        ScoringEngine(compute, name="t", thread_counts=(2, 1))
+
+    def refuse(count: int) -> None:
+        raise RuntimeError(f"cannot apply {count} threads")
+
+    assert ScoringEngine(forward, name="t", set_threads=refuse).score("q", texts(3)) == [0.0, 1.0, 2.0]  # no counts
+    failing = ScoringEngine(forward, name="t", thread_counts=(2, 1), set_threads=refuse)
+    with pytest.raises(ScorerError, match="failed: RuntimeError"):  # reported to the caller; the worker lives on
+        failing.score("q", texts(3))
+    with pytest.raises(ScorerError, match="failed: RuntimeError"):
+        failing.score("q", texts(3))
 
 
 def test_a_full_queue_sheds() -> None:
@@ -346,6 +407,30 @@ def test_fp32_is_the_models_own_predict_and_bf16_has_its_own_identity(cross_enco
     assert auto.precision in ("fp32", "bf16") and auto.engine is CrossEncoderScorer(cross_encoder_path).engine
     with pytest.raises(ValueError, match="precision must be one of"):
         CrossEncoderScorer(cross_encoder_path, precision="int8")  # type: ignore[arg-type]
+
+
+@pytest.mark.needs_models
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_one_intra_op_thread_gives_the_scores_of_several(cross_encoder_path: str, precision: str) -> None:
+    """The engine may run a pass with 1 thread instead of torch's count (SettingChoice): the scores
+    must not depend on which it measured faster."""
+    import torch
+
+    from rerank_prod import CrossEncoderScorer
+
+    scorer = CrossEncoderScorer(cross_encoder_path, precision=precision)  # type: ignore[arg-type]
+    pairs = [("vitamin d bones", f"Vitamin D and bone density, study {i}: {'calcium ' * i}") for i in range(24)]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(max(2, threads))
+        several = scorer._model.predict(pairs, batch_size=32)
+        torch.set_num_threads(1)
+        one = scorer._model.predict(pairs, batch_size=32)
+    finally:
+        torch.set_num_threads(threads)
+    assert one.tolist() == several.tolist()
+    if threads > 1:
+        assert scorer.engine._settings.settings == (threads, 1)
 
 
 @pytest.mark.needs_models

@@ -12,6 +12,7 @@ ends, the rest in retriever order), next to the retriever order itself and the u
 
 from __future__ import annotations
 
+import array
 import asyncio
 import threading
 import time
@@ -92,23 +93,33 @@ def _sequential_throughput(reranker: Any, sets: list[CandidateSet], seconds: flo
     return calls / (time.monotonic() - started)
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    """What the load report needs of one call. Results themselves are not kept: thousands of them
-    (each holding every candidate) would grow RSS and the garbage collector's pauses, which the run
-    would then report as the re-ranker's."""
-
-    kind: SourceKind
-    shed: bool
-    latency_s: float
-
-    @classmethod
-    def of(cls, result: RerankResult) -> _Outcome:
-        return cls(result.source.kind, "shed by the engine" in result.source.detail, result.latency_s)
+_KINDS = list(SourceKind)
 
 
-def _threads(reranker: Any, sets: list[CandidateSet], callers: int, seconds: float) -> list[_Outcome]:
-    results: list[_Outcome] = []
+class _Outcomes:
+    """What the load report needs of each call, in flat arrays. Neither the results (each holds every
+    candidate) nor an object per call are kept: ~150k small objects made one of the garbage
+    collector's full passes take ~30 ms, which the run would then report as the re-ranker's."""
+
+    def __init__(self) -> None:
+        self.kinds = array.array("B")
+        self.shed = array.array("B")
+        self.latencies = array.array("d")
+
+    def add(self, result: RerankResult) -> None:
+        self.kinds.append(_KINDS.index(result.source.kind))
+        self.shed.append("shed by the engine" in result.source.detail)
+        self.latencies.append(result.latency_s)
+
+    def __len__(self) -> int:
+        return len(self.latencies)
+
+    def kind_counts(self) -> Counter[SourceKind]:
+        return Counter(_KINDS[index] for index in self.kinds)
+
+
+def _threads(reranker: Any, sets: list[CandidateSet], callers: int, seconds: float) -> _Outcomes:
+    results = _Outcomes()
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
 
@@ -116,9 +127,9 @@ def _threads(reranker: Any, sets: list[CandidateSet], callers: int, seconds: flo
         call = index
         while time.monotonic() < stop_at:
             _, query, candidates = sets[call % len(sets)]
-            outcome = _Outcome.of(reranker.rerank(query, candidates))
+            result = reranker.rerank(query, candidates)
             with lock:
-                results.append(outcome)
+                results.add(result)
             call += callers
             time.sleep(0)  # a server thread reads its next request: let the others (and the engine) run
 
@@ -132,8 +143,8 @@ def _threads(reranker: Any, sets: list[CandidateSet], callers: int, seconds: flo
 
 async def _coroutines(
     reranker: Any, sets: list[CandidateSet], callers: int, seconds: float
-) -> tuple[list[_Outcome], list[float]]:
-    results: list[_Outcome] = []
+) -> tuple[_Outcomes, list[float]]:
+    results = _Outcomes()
     lags: list[float] = []
     stop_at = time.monotonic() + seconds
 
@@ -141,7 +152,7 @@ async def _coroutines(
         call = index
         while time.monotonic() < stop_at:
             _, query, candidates = sets[call % len(sets)]
-            results.append(_Outcome.of(await reranker.arerank(query, candidates)))
+            results.add(await reranker.arerank(query, candidates))
             call += callers
             await asyncio.sleep(0)  # a shed call never suspends: yield as a server awaiting its next request
 
@@ -189,10 +200,10 @@ def run_load(options: LoadOptions, progress: Callable[[str], None] = lambda _: N
             results, lags = asyncio.run(_coroutines(bounded, sets, options.callers, options.seconds))
         wall = time.monotonic() - started
     recovery = _recovery_s(bounded, sets)
-    kinds = Counter(result.kind for result in results)
-    shed = sum(result.shed for result in results)
+    kinds = results.kind_counts()
+    shed = sum(results.shed)
     answered = sum(kinds[kind] for kind in _ANSWERED)
-    latencies = [result.latency_s for result in results]
+    latencies = list(results.latencies)
     calls = len(results)
     scorer = bounded.scorer
     return {

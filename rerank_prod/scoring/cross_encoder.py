@@ -92,13 +92,18 @@ class CrossEncoderScorer(LocalScorer):
             if engine is None:
                 import torch
 
+                threads = torch.get_num_threads()
+                on_cpu = str(self._model.device).startswith("cpu")
                 engine = ScoringEngine(
                     functools.partial(self._predict, self._model, self._activation_fn, self.batch_size, self.name),
                     name=self.name,
-                    workers=default_workers(torch.get_num_threads()),
+                    workers=default_workers(threads),
                     max_batch_pairs=self.batch_size,
                     max_chunk_s=max_chunk_s,
                     unit_cap=int(self._model.max_seq_length) * 6,  # ~characters per token, generously
+                    # on a CPU shared with busy Python threads one intra-op thread can beat several
+                    thread_counts=(threads, 1) if on_cpu and threads > 1 else (),
+                    set_threads=torch.set_num_threads,
                 )
                 _ENGINES[key] = engine
             return engine

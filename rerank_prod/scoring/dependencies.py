@@ -7,6 +7,7 @@ import functools
 import importlib.util
 from typing import Any, Literal
 
+from rerank_prod.heap import freeze_heap
 from rerank_prod.scoring.precision import Precision, ResolvedPrecision, resolve_precision, torch_dtype
 
 ModelClass = Literal["CrossEncoder", "SentenceTransformer"]
@@ -57,4 +58,5 @@ def _load(
     model = getattr(sentence_transformers, model_class)(model_name_or_path, **options)
     if precision != "fp32":  # converted once here: the weights themselves, not autocast (measured faster on CPU)
         model.to(torch_dtype(precision))
+    freeze_heap()  # the imports and the model are there for good: keep full collections short
     return model
