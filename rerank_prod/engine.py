@@ -41,6 +41,11 @@ Compute = Callable[[list[Pair]], Sequence[float]]
 
 _EWMA_WEIGHT = 0.2  # of the newest pass in the service-time fit
 _CALIBRATION_PAIRS = 4  # the first batch, before anything is measured, stays this small
+_TIME_LEFT_SHARE = 0.75
+"""A chunk after a request's first pair is estimated to end within this share of its time left (and
+`max_chunk_s`). Half was tried first: with a fixed cost per pass (~20 ms under a storm) the last
+chunks before a deadline held one or two pairs; 0.75 doubled the pairs per pass (3.4 -> 8 under 64
+asyncio callers) with the latency maximum still within 35 ms of the budget."""
 _LIVE: weakref.WeakSet[ScoringEngine] = weakref.WeakSet()
 _PYTHON_SWITCH_INTERVAL_S = 0.005  # CPython's default: nobody chose one
 SWITCH_INTERVAL_S = 0.001
@@ -390,8 +395,8 @@ class ScoringEngine:
                 while request.handed_out < len(request.pairs) and len(batch) < most:
                     cost = request.units[request.handed_out]
                     # the first pair is bounded by the deadlines only; the others by the chunk time and
-                    # half the time left, so a chunk ends well before the deadline it serves
-                    limit = deadline_left if not batch else min(deadline_left / 2, chunk_s)
+                    # a share of the time left, so a chunk ends before the deadline it serves
+                    limit = deadline_left if not batch else min(deadline_left * _TIME_LEFT_SHARE, chunk_s)
                     probe = not batch and request.probe and request.handed_out == 0 and deadline_left > 0
                     estimate = service.seconds(units + cost)
                     if estimate is not None and estimate > limit and not probe:

@@ -4,7 +4,11 @@ Load: N sync threads or N asyncio callers re-rank back to back for T seconds wit
 Reported: calls, goodput (calls answered by the model, fully or partially, per second) against the
 throughput of one caller alone with no budget, fallback / shed / partial rates, latency percentiles
 against the budget, event-loop lag (async), RSS and thread count over time, and how long after the
-load stops a call is again fully scored by the model.
+load stops a call is again fully scored by the model. RSS is compared with the idle process after a
+warm-up load of the same kind (a quarter of the run, at most 5 s), its steady state: the first load
+fills caches that stay (oneDNN keeps up to 1024 compiled kernels, one per matrix shape and thread
+count, ~100-170 MB for the shapes a storm makes), which are not work piling up. The RSS before any
+load is shown too.
 
 Anytime: NDCG@10 of one caller at each budget (candidates scored in retriever order until the budget
 ends, the rest in retriever order), next to the retriever order itself and the unbounded model.
@@ -166,6 +170,15 @@ async def _coroutines(
     return results, lags
 
 
+def _load_phase(
+    reranker: Any, sets: list[CandidateSet], mode: str, callers: int, seconds: float
+) -> tuple[_Outcomes, list[float]]:
+    """The calls' outcomes and, for coroutines, the event loop's lags."""
+    if mode == "threads":
+        return _threads(reranker, sets, callers, seconds), []
+    return asyncio.run(_coroutines(reranker, sets, callers, seconds))
+
+
 def _recovery_s(reranker: Any, sets: list[CandidateSet], limit_s: float = 10.0) -> float | None:
     """Seconds after the load until a call is fully scored by the model again (None: not within limit_s)."""
     started = time.monotonic()
@@ -189,15 +202,16 @@ def run_load(options: LoadOptions, progress: Callable[[str], None] = lambda _: N
     for _, query, candidates in sets[:3]:
         unbounded.rerank(query, candidates)
     sequential = _sequential_throughput(unbounded, sets, min(5.0, max(1.0, options.seconds / 3)))
+    cold_rss = (_rss_bytes() or 0) / 2**20
+    warm_s = min(5.0, options.seconds / 4)
+    progress(f"warm-up load for {warm_s:g}s (the steady state RSS is measured against)")
+    _load_phase(bounded, sets, options.mode, options.callers, warm_s)
+    time.sleep(0.5)
     idle_rss, idle_threads = (_rss_bytes() or 0) / 2**20, threading.active_count()
     progress(f"{options.callers} {options.mode} callers for {options.seconds:g}s, budget {options.budget_s:g}s")
-    lags: list[float] = []
     with _Sampler(options.sample_every_s) as sampler:
         started = time.monotonic()
-        if options.mode == "threads":
-            results = _threads(bounded, sets, options.callers, options.seconds)
-        else:
-            results, lags = asyncio.run(_coroutines(bounded, sets, options.callers, options.seconds))
+        results, lags = _load_phase(bounded, sets, options.mode, options.callers, options.seconds)
         wall = time.monotonic() - started
     recovery = _recovery_s(bounded, sets)
     kinds = results.kind_counts()
@@ -227,6 +241,7 @@ def run_load(options: LoadOptions, progress: Callable[[str], None] = lambda _: N
         "over_budget_25ms": sum(latency > options.budget_s + 0.025 for latency in latencies),
         "loop_lag_ms": latency_ms(lags) if lags else None,
         "max_loop_lag_ms": max(lags) * 1000 if lags else None,
+        "cold_rss_mib": cold_rss,
         "idle_rss_mib": idle_rss,
         "peak_rss_mib": max((rss for _, rss, _ in sampler.samples), default=idle_rss),
         "idle_threads": idle_threads,
@@ -315,12 +330,14 @@ def load_text(report: dict[str, Any], *, markdown: bool = False) -> str:
         f"{report['candidates']} candidates of {report['words'] or 'all'} words, precision {report['precision']}"
     )
     resources = [
-        ["idle", f"{report['idle_rss_mib']:.0f}", str(report["idle_threads"])],
+        ["cold (before any load)", f"{report['cold_rss_mib']:.0f}", "-"],
+        ["idle (after a warm-up load)", f"{report['idle_rss_mib']:.0f}", str(report["idle_threads"])],
         *[
             [f"{t:.2f}s", f"{rss:.0f}", str(threads)]
             for t, rss, threads in report["samples"][:: max(1, len(report["samples"]) // 8)]
         ],
         ["peak", f"{report['peak_rss_mib']:.0f}", str(report["peak_threads"])],
+        ["peak vs idle", f"{100 * (report['peak_rss_mib'] / report['idle_rss_mib'] - 1):+.1f}%", "-"],
     ]
     return "\n\n".join(
         [
