@@ -39,7 +39,7 @@ from rerank_prod.validation import check_int, check_number
 Pair = tuple[str, str]
 Compute = Callable[[list[Pair]], Sequence[float]]
 
-_EWMA_WEIGHT = 0.2  # of the newest pass in the service-time fit
+_FIT_WEIGHT = 0.2  # of the newest pass in the service-time fit
 _CALIBRATION_PAIRS = 4  # the first batch, before anything is measured, stays this small
 _TIME_LEFT_SHARE = 0.75
 """A chunk after a request's first pair is estimated to end within this share of its time left (and
@@ -158,7 +158,7 @@ class ScoringEngine:
         self._compute = compute
         self._set_threads = set_threads if thread_counts else None
         self._settings = SettingChoice(
-            tuple(check_int("thread count", count) for count in thread_counts) or (0,), weight=_EWMA_WEIGHT
+            tuple(check_int("thread count", count) for count in thread_counts) or (0,), weight=_FIT_WEIGHT
         )
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)

@@ -14,7 +14,7 @@ forgotten within a few passes instead of tens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from rerank_prod.validation import check_number
@@ -37,12 +37,13 @@ class ServiceTime:
     Not thread-safe: the engine calls it under its lock."""
 
     weight: float = 0.2
-    per_pass_s: float = 0.0
-    per_unit_s: float | None = None
-    _mean_units: float = 0.0
-    _mean_seconds: float = 0.0
-    _mean_units_sq: float = 0.0
-    _mean_cross: float = 0.0
+    per_pass_s: float = field(default=0.0, init=False)
+    per_unit_s: float | None = field(default=None, init=False)
+    # exponentially weighted means of units, seconds, units^2 and units*seconds over recent passes
+    _mean_units: float = field(default=0.0, init=False, repr=False)
+    _mean_seconds: float = field(default=0.0, init=False, repr=False)
+    _mean_units_sq: float = field(default=0.0, init=False, repr=False)
+    _mean_cross: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_number("weight", self.weight)

@@ -98,6 +98,7 @@ def _sequential_throughput(reranker: Any, sets: list[CandidateSet], seconds: flo
 
 
 _KINDS = list(SourceKind)
+_KIND_INDEX = {kind: index for index, kind in enumerate(_KINDS)}
 
 
 class _Outcomes:
@@ -111,7 +112,7 @@ class _Outcomes:
         self.latencies = array.array("d")
 
     def add(self, result: RerankResult) -> None:
-        self.kinds.append(_KINDS.index(result.source.kind))
+        self.kinds.append(_KIND_INDEX[result.source.kind])
         self.shed.append("shed by the engine" in result.source.detail)
         self.latencies.append(result.latency_s)
 
