@@ -21,10 +21,15 @@ def test_load_smoke(scifact_dir, cross_encoder_path, tmp_path, capsys, mode: str
     rates = [report[key] for key in ("model_rate", "partial_rate", "fallback_rate")]
     assert sum(rates) == pytest.approx(1.0) and 0 <= report["shed_rate"] <= report["fallback_rate"]
     assert report["sequential_calls_per_s"] > 0 and report["samples"]
+    answered = report["model_rate"] + report["partial_rate"]
+    if answered:  # the answered calls' scored pairs: each at least one, at most all of its candidates
+        assert 1 / 5 <= report["scored_share"] <= 1.0 and report["scored_pairs_vs_sequential"] > 0
+    else:
+        assert report["scored_share"] is None and report["scored_pairs_vs_sequential"] == 0
     assert (report["loop_lag_ms"] is not None) == (mode == "async")
     assert report["engine"]["queued_requests"] == 0
     printed = capsys.readouterr().out
-    assert "goodput/s" in printed and "RSS MiB" in printed
+    assert "goodput/s" in printed and "scored share" in printed and "RSS MiB" in printed
 
 
 def test_anytime_smoke(scifact_dir, cross_encoder_path, tmp_path, capsys) -> None:

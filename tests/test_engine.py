@@ -151,6 +151,25 @@ def test_queued_work_counts_only_until_its_callers_deadline() -> None:
     assert len(hurried) == 1 and engine.snapshot()["shed"] == 0
 
 
+def test_a_call_too_big_for_its_budget_is_admitted_with_half_its_budget_free() -> None:
+    """A call that cannot finish within its budget anyway (100 pairs of 10 ms in 0.3 s) is admitted
+    only when half its budget is left to it behind the work queued ahead: not for the sliver of one
+    pair that a storm of callers would otherwise each get (retriever order, labelled partial)."""
+    engine = warmed(ScoringEngine(Forward(), name="t", max_batch_pairs=4, max_chunk_s=0.04))
+    ahead = threading.Thread(
+        target=lambda: pytest.raises(PartialScores, engine.score, "a", texts(100), Deadline.after(0.3))
+    )
+    ahead.start()
+    time.sleep(0.1)  # the call ahead holds the worker ~0.2 s more: a third of the next one's budget
+    with pytest.raises(ScoringShed, match="shed by the engine"):
+        engine.score("b", texts(100), Deadline.after(0.3))
+    time.sleep(0.12)  # ~0.08 s more: over two thirds of the budget is left to the next call
+    with pytest.raises(PartialScores) as partial:
+        engine.score("c", texts(100), Deadline.after(0.3))
+    ahead.join(timeout=5)
+    assert len(partial.value.scores) >= 10  # ~0.2 s of 10 ms pairs, less what the noise takes
+
+
 def test_a_budget_shorter_than_a_chunk_still_gets_its_first_pairs() -> None:
     """max_chunk_s (0.2 s) above the whole budget (0.1 s) must not shed a request whose first pair
     (0.01 s) fits: it is answered partially, on time."""

@@ -2,7 +2,9 @@
 
 Load: N sync threads or N asyncio callers re-rank back to back for T seconds with `timeout_s=B`.
 Reported: calls, goodput (calls answered by the model, fully or partially, per second) against the
-throughput of one caller alone with no budget, fallback / shed / partial rates, latency percentiles
+throughput of one caller alone with no budget, the share of their candidates the answered calls had
+scored by the model and the scored pairs per second against one caller's (a partial answer of one
+pair keeps retriever order: goodput alone would count it), fallback / shed / partial rates, latency percentiles
 against the budget, event-loop lag (async), RSS and thread count over time, and how long after the
 load stops a call is again fully scored by the model. RSS is compared with the idle process after a
 warm-up load of the same kind (a quarter of the run, at most 5 s), its steady state: the first load
@@ -110,11 +112,15 @@ class _Outcomes:
         self.kinds = array.array("B")
         self.shed = array.array("B")
         self.latencies = array.array("d")
+        self.scored = array.array("I")
+        """Candidates the model scored in each call: a partial answer may hold one pair, or most."""
 
     def add(self, result: RerankResult) -> None:
-        self.kinds.append(_KIND_INDEX[result.source.kind])
+        kind = result.source.kind
+        self.kinds.append(_KIND_INDEX[kind])
         self.shed.append("shed by the engine" in result.source.detail)
         self.latencies.append(result.latency_s)
+        self.scored.append(sum(item.rerank_score is not None for item in result) if kind in _ANSWERED else 0)
 
     def __len__(self) -> int:
         return len(self.latencies)
@@ -218,6 +224,8 @@ def run_load(options: LoadOptions, progress: Callable[[str], None] = lambda _: N
     kinds = results.kind_counts()
     shed = sum(results.shed)
     answered = sum(kinds[kind] for kind in _ANSWERED)
+    scored_pairs = sum(results.scored)
+    per_call = len(sets[0][2])
     latencies = list(results.latencies)
     calls = len(results)
     scorer = bounded.scorer
@@ -227,12 +235,14 @@ def run_load(options: LoadOptions, progress: Callable[[str], None] = lambda _: N
         "seconds": options.seconds,
         "budget_s": options.budget_s,
         "words": options.words,
-        "candidates": len(sets[0][2]),
+        "candidates": per_call,
         "precision": scorer.precision,
         "calls": calls,
         "sequential_calls_per_s": sequential,
         "goodput_calls_per_s": answered / wall,
         "goodput_vs_sequential": answered / wall / sequential,
+        "scored_share": scored_pairs / answered / per_call if answered else None,
+        "scored_pairs_vs_sequential": scored_pairs / wall / (sequential * per_call),
         "model_rate": kinds[SourceKind.MODEL] / calls if calls else None,
         "partial_rate": kinds[SourceKind.PARTIAL] / calls if calls else None,
         "fallback_rate": kinds[SourceKind.FALLBACK] / calls if calls else None,
@@ -308,12 +318,15 @@ def load_text(report: dict[str, Any], *, markdown: bool = False) -> str:
     from rerank_prod.evaluation.report import render_table
 
     latency, lag = report["latency_ms"], report["loop_lag_ms"] or {}
-    header = ["calls", "goodput/s", "vs sequential", "model", "partial", "fallback", "shed"]
+    header = ["calls", "goodput/s", "vs sequential", "scored share", "pairs vs sequential"]
+    header += ["model", "partial", "fallback", "shed"]
     header += ["p50 ms", "p99 ms", "max ms", "> budget+25ms", "loop lag p99/max ms", "recovery s"]
     row = [
         str(report["calls"]),
         f"{report['goodput_calls_per_s']:.1f}",
         f"{report['goodput_vs_sequential']:.2f}x of {report['sequential_calls_per_s']:.1f}/s",
+        _pct(report["scored_share"]),
+        f"{report['scored_pairs_vs_sequential']:.2f}x",
         _pct(report["model_rate"]),
         _pct(report["partial_rate"]),
         _pct(report["fallback_rate"]),
