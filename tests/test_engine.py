@@ -429,6 +429,24 @@ def test_fp32_is_the_models_own_predict_and_bf16_has_its_own_identity(cross_enco
 
 
 @pytest.mark.needs_models
+def test_a_new_model_is_warmed_up_before_its_first_call(cross_encoder_path: str) -> None:
+    """Tracing and TorchScript's first optimization happen when the engine is built, out of every
+    budget (the README quickstart's one call, budget 0.5 s, fell back on them). The forward is traced
+    on a padded batch; a batch without padding still gets the eager model's scores."""
+    from sentence_transformers import CrossEncoder
+
+    from rerank_prod import CrossEncoderScorer
+
+    scorer = CrossEncoderScorer(cross_encoder_path, precision="fp32", max_length=224)  # a model of its own
+    assert scorer._model.model._rerank_prod_traced  # traced before any call
+    first = Reranker(scorer, timeout_s=0.5).rerank("vitamin d bones", ["Vitamin D and bone density.", "Soil bacteria."])
+    assert first.source.kind is SourceKind.MODEL, str(first.source)
+    unpadded = ["Vitamin D and bone density in older adults."] * 3
+    reference = CrossEncoder(cross_encoder_path, max_length=224).predict([("vitamin d bones", p) for p in unpadded])
+    assert scorer.score("vitamin d bones", unpadded) == reference.tolist()
+
+
+@pytest.mark.needs_models
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_one_intra_op_thread_gives_the_scores_of_several(cross_encoder_path: str, precision: str) -> None:
     """The engine may run a pass with 1 thread instead of torch's count (SettingChoice): the scores
