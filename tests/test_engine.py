@@ -421,7 +421,8 @@ def test_fp32_is_the_models_own_predict_and_bf16_has_its_own_identity(cross_enco
 
     eager_bf16 = CrossEncoder(cross_encoder_path).to(torch.bfloat16)
     half_reference = eager_bf16.predict([("vitamin d bones", p) for p in passages], batch_size=32)
-    assert half.score("vitamin d bones", passages) == half_reference.tolist()  # traced bf16 = eager bf16
+    # traced bf16 on its grid of shapes (traced.ShapeGrid): eager bf16's scores to within bf16 rounding
+    assert half.score("vitamin d bones", passages) == pytest.approx(half_reference.tolist(), abs=1e-2)
     auto = CrossEncoderScorer(cross_encoder_path)
     assert auto.precision in ("fp32", "bf16") and auto.engine is CrossEncoderScorer(cross_encoder_path).engine
     with pytest.raises(ValueError, match="precision must be one of"):

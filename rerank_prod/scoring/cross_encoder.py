@@ -13,7 +13,7 @@ from rerank_prod.heap import freeze_heap
 from rerank_prod.scoring.base import LocalScorer, checked_scores
 from rerank_prod.scoring.dependencies import load_sentence_transformers_model
 from rerank_prod.scoring.precision import Precision, check_precision
-from rerank_prod.scoring.traced import trace_forward
+from rerank_prod.scoring.traced import ShapeGrid, trace_forward
 from rerank_prod.validation import check_int, check_text
 
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
@@ -89,7 +89,10 @@ class CrossEncoderScorer(LocalScorer):
             precision=precision,
         )
         if str(self._model.device).startswith("cpu") and self._model.model is not None:
-            trace_forward(self._model.model)  # a busy interpreter cannot stall its forward passes
+            # traced: a busy interpreter cannot stall its forward passes; bf16/fp16 on a grid of
+            # shapes: memory stays bounded under a storm (fp32 stays `CrossEncoder.predict`-exact)
+            grid = None if self.precision == "fp32" else ShapeGrid(max_length=int(self._model.max_seq_length))
+            trace_forward(self._model.model, grid)
         self._activation_fn = self._resolve_activation(activation)
         self.engine = self._engine(max_chunk_s)
 
