@@ -100,3 +100,10 @@ def test_fp32_and_left_padded_inputs_are_not_padded(cross_encoder_path: str) -> 
         )
     assert spy.shapes == [(2, 5), (1, 32)]  # a left-padded batch cannot take masked tokens after it
     assert left.logits.shape == (2, 1) and right.logits.shape == (1, 1)
+
+
+def test_the_grid_never_pads_past_what_the_model_takes() -> None:
+    assert ShapeGrid.within(256, 512) == ShapeGrid(max_length=256)
+    assert ShapeGrid.within(None, 514) == ShapeGrid(max_length=514)  # no max_seq_length: position embeddings
+    assert ShapeGrid.within(None, None) is None  # nothing known: no grid rather than a guess
+    assert ShapeGrid.within(0, True, "512", 300) == ShapeGrid(max_length=300)  # only positive ints count

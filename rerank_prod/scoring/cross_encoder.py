@@ -91,8 +91,9 @@ class CrossEncoderScorer(LocalScorer):
         if str(self._model.device).startswith("cpu") and self._model.model is not None:
             # traced: a busy interpreter cannot stall its forward passes; bf16/fp16 on a grid of
             # shapes: memory stays bounded under a storm (fp32 stays `CrossEncoder.predict`-exact)
-            grid = None if self.precision == "fp32" else ShapeGrid(max_length=int(self._model.max_seq_length))
-            trace_forward(self._model.model, grid)
+            config = self._model.model.config
+            limits = (self._model.max_seq_length, getattr(config, "max_position_embeddings", None))
+            trace_forward(self._model.model, None if self.precision == "fp32" else ShapeGrid.within(*limits))
         self._activation_fn = self._resolve_activation(activation)
         self.engine = self._engine(max_chunk_s)
 

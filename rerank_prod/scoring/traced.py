@@ -64,6 +64,14 @@ class ShapeGrid:
         for name in ("length_step", "batch_step", "max_length"):
             check_int(name, getattr(self, name))
 
+    @classmethod
+    def within(cls, *limits: object) -> ShapeGrid | None:
+        """The default grid with lengths capped by the smallest of `limits` that is a positive int (a
+        model's `max_seq_length`, its `max_position_embeddings`; unknown ones are None); None when no
+        limit is known, since padding could then pass what the model takes."""
+        known = [limit for limit in limits if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0]
+        return cls(max_length=min(known)) if known else None
+
     def padded(self, batch: int, length: int) -> tuple[int, int]:
         """The (batch, length) a pass of `batch` sequences of `length` tokens runs at."""
         if batch < self.batch_step:
