@@ -43,7 +43,9 @@ class CrossEncoderScorer(LocalScorer):
     on CUDA; fp32 otherwise), "fp32", "bf16" or "fp16". `self.precision` says what was chosen and
     is part of `identity`, so caches never mix scores of different precisions. fp32 runs the model
     unchanged: the scores `CrossEncoder.predict` gives when a call's pairs form one forward pass
-    (chunks and batches shared with other callers change the padding: differences of ~1e-7).
+    (chunks and batches shared with other callers change the padding: differences of ~1e-7). bf16
+    and fp16 passes on CPU are padded to a grid of shapes (`traced.ShapeGrid`) so memory stays
+    bounded under a storm: the same ranking, scores within bf16 rounding of the unpadded model.
 
     All scorers of one model in the process share one `ScoringEngine` (`self.engine`): a bounded
     queue, micro-batches across callers, deadline-checked chunks of at most `max_chunk_s`, and
