@@ -312,7 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
         "candidates, unbounded, next to the first stage (default 0: skip)",
     )
     budget = bench.add_argument_group("budget under load (--load) and anytime ranking (--anytime)")
-    budget.add_argument("--load", choices=("threads", "async"), help="run the load mode instead of the latency bench")
+    budget.add_argument(
+        "--load",
+        choices=("threads", "async"),
+        help="run the load mode instead of the latency bench; each call gets the smallest of --sizes candidates "
+        "(default 20: a call that fits its budget alone), --anytime the largest",
+    )
     budget.add_argument("--callers", type=_positive_int, default=16, help="concurrent callers under --load")
     budget.add_argument("--seconds", type=float, default=10.0, help="length of the --load run (default 10)")
     budget.add_argument("--budget", type=float, default=0.3, help="timeout_s of every call under --load")
@@ -516,9 +521,11 @@ def _bench_budget(args: argparse.Namespace, chosen: list[CandidateSet], qrels: Q
     progress = (lambda m: print(f"... {m}", file=sys.stderr)) if args.progress else lambda _: None
     sets = [(qid, query, candidates[: max(args.sizes)]) for qid, query, candidates in chosen]
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.load:
+    if args.load:  # the smallest size: a storm of calls that each fit their budget alone
+        load_sets = [(qid, query, candidates[: min(args.sizes)]) for qid, query, candidates in chosen]
+        words = args.words or None
         options = LoadOptions(
-            args.model, sets, args.load, args.callers, args.seconds, args.budget, args.words or None, args.precision
+            args.model, load_sets, args.load, args.callers, args.seconds, args.budget, words, args.precision
         )
         report = run_load(options, progress)
         (args.out / "load.json").write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -13,11 +13,12 @@ pytestmark = [pytest.mark.needs_models, pytest.mark.slow]
 
 @pytest.mark.parametrize("mode", ["threads", "async"])
 def test_load_smoke(scifact_dir, cross_encoder_path, tmp_path, capsys, mode: str) -> None:
-    flags = f"--sizes 5 --queries 2 --load {mode} --callers 4 --seconds 1 --budget 0.3 --words 25 --no-progress"
+    flags = f"--sizes 5,10 --queries 2 --load {mode} --callers 4 --seconds 1 --budget 0.3 --words 25 --no-progress"
     code = main(["bench", str(scifact_dir), "--model", cross_encoder_path, "--out", str(tmp_path), *flags.split()])
     assert code == 0
     report = json.loads((tmp_path / "load.json").read_text())
     assert report["mode"] == mode and report["callers"] == 4 and report["calls"] > 0
+    assert report["candidates"] == 5  # the smallest of --sizes: calls that fit their budget alone
     rates = [report[key] for key in ("model_rate", "partial_rate", "fallback_rate")]
     assert sum(rates) == pytest.approx(1.0) and 0 <= report["shed_rate"] <= report["fallback_rate"]
     assert report["sequential_calls_per_s"] > 0 and report["samples"]
