@@ -56,7 +56,9 @@ def test_minilm_scores_are_the_cosine_of_its_embeddings(
 async def test_minilm_async_and_prompts_change_identity(
     minilm: SentenceTransformerEmbeddingScorer, embedder_path: str
 ) -> None:
-    assert await minilm.ascore(QUERY, PASSAGES) == pytest.approx(minilm.score(QUERY, PASSAGES))
+    # bf16 ("auto" on CPUs with bf16 units): the async call's pass may run with other kernels (AMX, thread count)
+    tolerance = 1e-6 if minilm.precision == "fp32" else 1e-3
+    assert await minilm.ascore(QUERY, PASSAGES) == pytest.approx(minilm.score(QUERY, PASSAGES), abs=tolerance)
     prompted = SentenceTransformerEmbeddingScorer(embedder_path, query_prompt="query: ")
     assert prompted.identity != minilm.identity
     assert prompted.score(QUERY, PASSAGES) != pytest.approx(minilm.score(QUERY, PASSAGES))
