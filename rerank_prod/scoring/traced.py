@@ -136,17 +136,15 @@ def trace_forward(model: Any, grid: ShapeGrid | None = None) -> None:
         module = compiled(names, tensors) if usable else None
         if module is None:
             return eager(model, *args, **kwargs, **flags)
-        if grid is None:
-            return SequenceClassifierOutput(logits=module(*tensors))
-        rows = len(tensors[0])
+        rows = len(tensors[0])  # dummy rows of the grid, if any, come after these
         return SequenceClassifierOutput(logits=module(*on_grid(dict(zip(names, tensors, strict=True))))[:rows])
 
     pad_token_id = getattr(model.config, "pad_token_id", None)
 
     def on_grid(inputs: dict[str, Any]) -> tuple[Any, ...]:
         """`inputs` padded up to `grid`: masked tokens after each sequence, and dummy rows of one
-        token after the batch (their logits are dropped). Left as they are where padding would not
-        be masked: no attention mask, no pad token, or a tokenizer that pads on the left."""
+        token after the batch (their logits are dropped). Left as they are without a grid, or where
+        padding would not be masked: no attention mask, no pad token, or a tokenizer that pads on the left."""
         mask = inputs.get("attention_mask")
         if grid is None or mask is None or pad_token_id is None or not bool(mask[:, 0].all()):
             return tuple(inputs.values())
