@@ -202,11 +202,17 @@ class RerankerSettings(BaseModel):
         activation: str | None = None,
         trust_remote_code: bool | None = None,
         precision: str | None = None,
+        isolation: str | None = None,
         **settings: Any,
     ) -> Self:
         """Over a sentence-transformers cross-encoder, with every `CrossEncoderScorer` option by name;
         `settings` are any other fields (fusion, gate, caches, budget)."""
-        options = {"activation": activation, "trust_remote_code": trust_remote_code, "precision": precision}
+        options = {
+            "activation": activation,
+            "trust_remote_code": trust_remote_code,
+            "precision": precision,
+            "isolation": isolation,
+        }
         return cls(
             model=model_name_or_path,
             scorer="cross-encoder",

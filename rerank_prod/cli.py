@@ -324,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--words", type=int, default=25, help="passages cut to this many words (0: full)")
     budget.add_argument("--anytime", type=_floats, help="budgets (s) for anytime NDCG@10, e.g. 1,0.5,0.3,0.1")
     budget.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    budget.add_argument(
+        "--isolation",
+        choices=("thread", "process"),
+        default="thread",
+        help="where the model computes under --load: this process (default) or a model process of its own",
+    )
     bench.add_argument(
         "--no-memory",
         dest="memory",
@@ -525,7 +531,15 @@ def _bench_budget(args: argparse.Namespace, chosen: list[CandidateSet], qrels: Q
         load_sets = [(qid, query, candidates[: min(args.sizes)]) for qid, query, candidates in chosen]
         words = args.words or None
         options = LoadOptions(
-            args.model, load_sets, args.load, args.callers, args.seconds, args.budget, words, args.precision
+            args.model,
+            load_sets,
+            args.load,
+            args.callers,
+            args.seconds,
+            args.budget,
+            words,
+            args.precision,
+            args.isolation,
         )
         report = run_load(options, progress)
         (args.out / "load.json").write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -137,6 +137,7 @@ class ScoringEngine:
     - `thread_counts` with `set_threads`: intra-op thread counts a worker may run a pass with
       (`set_threads(n)` is called in the worker before a pass with a new count); the engine runs
       the one measured fastest under the current load (`SettingChoice`), the first until then.
+    - `on_close`: called by `close()` before it waits for the workers (a model process to stop with them).
 
     Thread-safe. Workers are daemon threads that live until `close()` (called at interpreter exit).
     Creating an engine shortens the interpreter's switch interval (`shorten_switch_interval`).
@@ -155,6 +156,7 @@ class ScoringEngine:
         unit_cap: int = 2048,
         thread_counts: Sequence[int] = (),
         set_threads: Callable[[int], None] | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.workers = check_int("workers", workers)
@@ -166,6 +168,7 @@ class ScoringEngine:
         if thread_counts and set_threads is None:
             raise ValueError("thread_counts needs set_threads, the function that applies one")
         self._compute = compute
+        self._on_close = on_close
         self._set_threads = set_threads if thread_counts else None
         self._settings = SettingChoice(
             tuple(check_int("thread count", count) for count in thread_counts) or (0,), weight=_FIT_WEIGHT
@@ -197,6 +200,8 @@ class ScoringEngine:
             self._work.notify_all()
         for request in queued:
             request.wake()
+        if self._on_close is not None:  # first: a pass waiting on what it closes ends at once
+            self._on_close()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout_s)

@@ -31,6 +31,7 @@ from rerank_prod.evaluation.bench import CandidateSet, _rss_bytes
 from rerank_prod.evaluation.dataset import Qrels
 from rerank_prod.evaluation.ir_metrics import evaluate, mean_metrics
 from rerank_prod.evaluation.runner import latency_ms
+from rerank_prod.scoring.cross_encoder import Isolation
 from rerank_prod.scoring.precision import Precision
 from rerank_prod.types import Candidate, RerankResult, SourceKind
 
@@ -49,6 +50,8 @@ class LoadOptions:
     words: int | None = 25
     """Passages cut to this many words (None: full passages)."""
     precision: Precision = "auto"
+    isolation: Isolation = "thread"
+    """Where the model computes: "thread" (this process) or "process" (a model process of its own)."""
     sample_every_s: float = 0.25
 
 
@@ -83,10 +86,10 @@ class _Sampler:
         self._thread.join()
 
 
-def _reranker(model: str, precision: Precision, timeout_s: float | None) -> Any:
+def _reranker(model: str, precision: Precision, timeout_s: float | None, isolation: Isolation = "thread") -> Any:
     from rerank_prod import CrossEncoderScorer, Reranker
 
-    return Reranker(CrossEncoderScorer(model, precision=precision), timeout_s=timeout_s)
+    return Reranker(CrossEncoderScorer(model, precision=precision, isolation=isolation), timeout_s=timeout_s)
 
 
 def _sequential_throughput(reranker: Any, sets: list[CandidateSet], seconds: float) -> float:
@@ -203,8 +206,8 @@ def run_load(options: LoadOptions, progress: Callable[[str], None] = lambda _: N
     if options.mode not in ("threads", "async"):
         raise ValueError(f"mode must be 'threads' or 'async', got {options.mode!r}")
     sets = [(qid, query, cut_words(candidates, options.words)) for qid, query, candidates in options.sets]
-    unbounded = _reranker(options.model, options.precision, None)
-    bounded = _reranker(options.model, options.precision, options.budget_s)
+    unbounded = _reranker(options.model, options.precision, None, options.isolation)
+    bounded = _reranker(options.model, options.precision, options.budget_s, options.isolation)
     progress("warm-up and sequential throughput")
     for _, query, candidates in sets[:3]:
         unbounded.rerank(query, candidates)
@@ -237,6 +240,7 @@ def run_load(options: LoadOptions, progress: Callable[[str], None] = lambda _: N
         "words": options.words,
         "candidates": per_call,
         "precision": scorer.precision,
+        "isolation": options.isolation,
         "calls": calls,
         "sequential_calls_per_s": sequential,
         "goodput_calls_per_s": answered / wall,
@@ -341,7 +345,8 @@ def load_text(report: dict[str, Any], *, markdown: bool = False) -> str:
     title = (
         f"{report['callers']} {report['mode']} callers, {report['seconds']:g}s, "
         f"budget {report['budget_s'] * 1000:.0f} ms, "
-        f"{report['candidates']} candidates of {report['words'] or 'all'} words, precision {report['precision']}"
+        f"{report['candidates']} candidates of {report['words'] or 'all'} words, precision {report['precision']}, "
+        f"model in {'a process of its own' if report.get('isolation') == 'process' else 'this process'}"
     )
     resources = [
         ["cold (before any load)", f"{report['cold_rss_mib']:.0f}", "-"],

@@ -2,34 +2,27 @@
 
 from __future__ import annotations
 
-import functools
+import os
 import threading
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Hashable, Sequence
+from typing import Literal
 
 from rerank_prod.deadline import Deadline
 from rerank_prod.engine import ScoringEngine, default_workers
-from rerank_prod.heap import freeze_heap
-from rerank_prod.scoring.base import LocalScorer, checked_scores
-from rerank_prod.scoring.dependencies import load_sentence_transformers_model
-from rerank_prod.scoring.precision import Precision, check_precision
-from rerank_prod.scoring.traced import ShapeGrid, trace_forward
+from rerank_prod.scoring.base import LocalScorer
+from rerank_prod.scoring.cross_encoder_model import Activation, CrossEncoderSpec, load_cross_encoder, warmed_predict
+from rerank_prod.scoring.dependencies import require_extra
+from rerank_prod.scoring.model_process import ModelProcess
+from rerank_prod.scoring.precision import Precision, ResolvedPrecision, check_precision
 from rerank_prod.validation import check_int, check_text
 
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
-Activation = Literal["default", "sigmoid", "identity"]
+Isolation = Literal["thread", "process"]
 _ACTIVATIONS: tuple[str, ...] = ("default", "sigmoid", "identity")
+_ISOLATIONS: tuple[str, ...] = ("thread", "process")
 
-
-_WARM_UP_PASSES = 3
-"""Passes a new engine's model runs before any caller, out of every call's budget. Measured on 2 cores:
-the first call of 4 pairs took 600 ms (tracing the forward at first use), the second 170 ms
-(TorchScript's executor optimizes the traced graph on its second run), the third 35 ms: the README
-quickstart, budget 0.5 s, fell back on its one call."""
-_WARM_UP_PAIRS = [("warm-up", "a short passage"), ("warm-up", "a longer passage, so that the batch is padded")]
-"""Of two lengths: the traced forward is built on a batch with padding in its attention mask."""
-
-_ENGINES: dict[tuple[int, str, int], ScoringEngine] = {}
+_ENGINES: dict[Hashable, ScoringEngine] = {}
+_MODEL_PROCESSES: dict[CrossEncoderSpec, ModelProcess] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
@@ -53,6 +46,14 @@ class CrossEncoderScorer(LocalScorer):
     deadline (`PartialScores`, the first k texts scored). `score`/`ascore` honour `deadline`
     themselves: they return by it, never more than a chunk of work runs past it. The engine's
     settings (`max_chunk_s`) are those of the first scorer built for the model.
+
+    `isolation`: "thread" (default) computes in this process, on the engine's worker threads;
+    "process" loads the model in a child process (`model_process.ModelProcess`) whose passes never
+    wait for this process's interpreter lock: choose it when many Python threads are busy beside the
+    re-ranker (a threaded server under load), where it scores ~2x the pairs. It costs a child process
+    (its start at construction, the model's memory there; this process imports neither torch nor the
+    model), and a child that crashes, is killed or hangs is replaced in the background while its
+    callers fall back. Scores are the same as "thread"'s (same code, same precision), and so is `identity`.
     """
 
     honours_deadline = True
@@ -68,6 +69,7 @@ class CrossEncoderScorer(LocalScorer):
         precision: Precision = "auto",
         trust_remote_code: bool = False,
         max_chunk_s: float = 0.1,
+        isolation: Isolation = "thread",
     ) -> None:
         check_text("model_name_or_path", model_name_or_path)
         check_int("batch_size", batch_size)
@@ -75,31 +77,28 @@ class CrossEncoderScorer(LocalScorer):
             check_int("max_length", max_length)
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+        if isolation not in _ISOLATIONS:
+            raise ValueError(f"isolation must be one of {_ISOLATIONS}, got {isolation!r}")
+        check_precision(precision)
         self.model_name_or_path = model_name_or_path
         self.batch_size = batch_size
         self.max_length = max_length
         self.activation = activation
-        check_precision(precision)
-        self._model, self.precision = load_sentence_transformers_model(
-            "CrossEncoder",
-            model_name_or_path,
-            needed_by="CrossEncoderScorer",
-            extra="cross-encoder",
-            device=device,
-            max_length=max_length,
-            trust_remote_code=trust_remote_code,
-            precision=precision,
+        self.isolation = isolation
+        self.spec = CrossEncoderSpec(
+            model_name_or_path, device, batch_size, max_length, activation, precision, trust_remote_code
         )
-        if str(self._model.device).startswith("cpu") and self._model.model is not None:
-            # traced: a busy interpreter cannot stall its forward passes; bf16/fp16 on a grid of
-            # shapes: memory stays bounded under a storm (fp32 stays `CrossEncoder.predict`-exact)
-            config = self._model.model.config
-            limits = (self._model.max_seq_length, getattr(config, "max_position_embeddings", None))
-            trace_forward(self._model.model, None if self.precision == "fp32" else ShapeGrid.within(*limits))
-        self._activation_fn = self._resolve_activation(activation)
-        self.engine = self._engine(max_chunk_s)
+        self.model_process: ModelProcess | None = None
+        """The child process computing this scorer's passes (isolation="process"), shared like the engine."""
+        if isolation == "process":
+            require_extra("sentence_transformers", "CrossEncoderScorer", "cross-encoder")
+            self.engine, self.precision, self.max_seq_length = self._process_engine(max_chunk_s)
+        else:
+            self._model, self.precision = load_cross_encoder(self.spec)
+            self.max_seq_length = None if self._model.max_seq_length is None else int(self._model.max_seq_length)
+            self.engine = self._thread_engine(max_chunk_s)
 
-    def _engine(self, max_chunk_s: float) -> ScoringEngine:
+    def _thread_engine(self, max_chunk_s: float) -> ScoringEngine:
         """The engine of this model with this activation and batch size, made by the first scorer."""
         key = (id(self._model), self.activation, self.batch_size)
         with _ENGINES_LOCK:
@@ -109,17 +108,13 @@ class CrossEncoderScorer(LocalScorer):
 
                 threads = torch.get_num_threads()
                 on_cpu = str(self._model.device).startswith("cpu")
-                predict = functools.partial(self._predict, self._model, self._activation_fn, self.batch_size, self.name)
-                for _ in range(_WARM_UP_PASSES):
-                    predict(_WARM_UP_PAIRS)
-                freeze_heap()  # what tracing made lives as long as the model
                 engine = ScoringEngine(
-                    predict,
+                    warmed_predict(self._model, self.spec, self.name),
                     name=self.name,
                     workers=default_workers(threads),
                     max_batch_pairs=self.batch_size,
                     max_chunk_s=max_chunk_s,
-                    unit_cap=int(self._model.max_seq_length) * 6,  # ~characters per token, generously
+                    unit_cap=self._unit_cap(self.max_seq_length),
                     # on a CPU shared with busy Python threads one intra-op thread can beat several
                     thread_counts=(threads, 1) if on_cpu and threads > 1 else (),
                     set_threads=torch.set_num_threads,
@@ -127,26 +122,35 @@ class CrossEncoderScorer(LocalScorer):
                 _ENGINES[key] = engine
             return engine
 
-    @staticmethod
-    def _predict(
-        model: Any, activation_fn: Any, batch_size: int, name: str, pairs: list[tuple[str, str]]
-    ) -> list[float]:
-        raw = model.predict(
-            pairs,
-            batch_size=batch_size,
-            show_progress_bar=False,
-            activation_fn=activation_fn,
-            convert_to_numpy=True,
-        )
-        return checked_scores(raw.tolist(), len(pairs), name)
+    def _process_engine(self, max_chunk_s: float) -> tuple[ScoringEngine, ResolvedPrecision, int | None]:
+        """The engine over the model process of this scorer's settings, made (with the process) by the
+        first scorer; with the precision and length cap the process reports."""
+        key = ("process", self.spec)
+        with _ENGINES_LOCK:
+            engine = _ENGINES.get(key)
+            if engine is None:
+                process = ModelProcess(self.spec)
+                cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+                engine = ScoringEngine(
+                    process,
+                    name=self.name,
+                    workers=1,  # one child computes one pass at a time, with all the cores it is given
+                    max_batch_pairs=self.batch_size,
+                    max_chunk_s=max_chunk_s,
+                    unit_cap=self._unit_cap(process.facts.max_seq_length),
+                    thread_counts=(cores, 1) if process.facts.device.startswith("cpu") and cores > 1 else (),
+                    set_threads=process.set_threads,
+                    on_close=process.close,
+                )
+                _ENGINES[key] = engine
+                _MODEL_PROCESSES[self.spec] = process
+            self.model_process = _MODEL_PROCESSES[self.spec]
+            return engine, self.model_process.facts.precision, self.model_process.facts.max_seq_length
 
     @staticmethod
-    def _resolve_activation(activation: Activation) -> Any:
-        if activation == "default":
-            return None
-        import torch
-
-        return torch.nn.Sigmoid() if activation == "sigmoid" else torch.nn.Identity()
+    def _unit_cap(max_seq_length: int | None) -> int:
+        """Characters of a pair beyond which it costs no more (~6 per token, generously)."""
+        return (max_seq_length or 512) * 6
 
     @property
     def name(self) -> str:
@@ -156,7 +160,7 @@ class CrossEncoderScorer(LocalScorer):
     def identity(self) -> str:
         return (
             f"cross-encoder:{self.model_name_or_path}"
-            f"|max_length={self._model.max_seq_length}|activation={self.activation}"
+            f"|max_length={self.max_seq_length}|activation={self.activation}"
             + ("" if self.precision == "fp32" else f"|precision={self.precision}")
         )
 
