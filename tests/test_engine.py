@@ -416,6 +416,8 @@ def test_fp32_is_the_models_own_predict_and_bf16_has_its_own_identity(cross_enco
     half = CrossEncoderScorer(cross_encoder_path, precision="bf16")
     assert half.precision == "bf16" and half.identity == f"{exact.identity}|precision=bf16"
     assert half._model is not exact._model  # the fp32 weights are not converted under other users
+    head, encoder = half._model.model.classifier.weight, half._model.model.bert.encoder.layer[0].output.dense.weight
+    assert (str(head.dtype), str(encoder.dtype)) == ("torch.float32", "torch.bfloat16")  # the head stays fp32
     assert half.score("vitamin d bones", passages) == pytest.approx(reference.tolist(), abs=5e-3)
     import torch
 

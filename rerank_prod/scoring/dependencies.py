@@ -58,5 +58,35 @@ def _load(
     model = getattr(sentence_transformers, model_class)(model_name_or_path, **options)
     if precision != "fp32":  # converted once here: the weights themselves, not autocast (measured faster on CPU)
         model.to(torch_dtype(precision))
+        if model_class == "CrossEncoder":
+            _head_in_fp32(model.model)
     freeze_heap()  # the imports and the model are there for good: keep full collections short
     return model
+
+
+_HEADS = ("classifier", "score")
+"""Names transformers gives a sequence-classification model's scoring layer."""
+
+
+def _head_in_fp32(model: Any) -> None:
+    """Run a cross-encoder's scoring head (its pooler and classifier) in fp32 on the half-precision
+    encoder's output: a few hundred multiply-adds per pair, but the last rounding before the score.
+
+    Why: with the head in bf16 too, NDCG@10 on SciFact test (BM25 top-100) drifted from fp32 by
+    +0.0011 on 100 queries and +0.0026 on all 300 (near-tied passages swapping places); with the head
+    in fp32, +0.0002 and +0.0012, at the same speed. LayerNorms in fp32 as well gave +0.0000 and
+    +0.0019: not kept. The encoder's layers stay in bf16: they are the cost."""
+    import torch
+
+    base = getattr(model, "base_model", None)
+    heads = [getattr(base, "pooler", None), *(getattr(model, name, None) for name in _HEADS)]
+    for head in heads:
+        if isinstance(head, torch.nn.Module):
+            head.float()
+            head.register_forward_pre_hook(_inputs_in_fp32)
+
+
+def _inputs_in_fp32(_module: Any, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    import torch
+
+    return tuple(x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs)
