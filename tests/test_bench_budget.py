@@ -11,13 +11,17 @@ from rerank_prod.cli import main
 pytestmark = [pytest.mark.needs_models, pytest.mark.slow]
 
 
-@pytest.mark.parametrize("mode", ["threads", "async"])
-def test_load_smoke(scifact_dir, cross_encoder_path, tmp_path, capsys, mode: str) -> None:
-    flags = f"--sizes 5,10 --queries 2 --load {mode} --callers 4 --seconds 1 --budget 0.3 --words 25 --no-progress"
+@pytest.mark.parametrize(("mode", "isolation"), [("threads", "thread"), ("async", "thread"), ("threads", "process")])
+def test_load_smoke(scifact_dir, cross_encoder_path, tmp_path, capsys, mode: str, isolation: str) -> None:
+    flags = (
+        f"--sizes 5,10 --queries 2 --load {mode} --callers 4 --seconds 1 --budget 0.3 --words 25 --no-progress "
+        f"--isolation {isolation}"
+    )
     code = main(["bench", str(scifact_dir), "--model", cross_encoder_path, "--out", str(tmp_path), *flags.split()])
     assert code == 0
     report = json.loads((tmp_path / "load.json").read_text())
     assert report["mode"] == mode and report["callers"] == 4 and report["calls"] > 0
+    assert report["isolation"] == isolation
     assert report["candidates"] == 5  # the smallest of --sizes: calls that fit their budget alone
     rates = [report[key] for key in ("model_rate", "partial_rate", "fallback_rate")]
     assert sum(rates) == pytest.approx(1.0) and 0 <= report["shed_rate"] <= report["fallback_rate"]
@@ -31,6 +35,7 @@ def test_load_smoke(scifact_dir, cross_encoder_path, tmp_path, capsys, mode: str
     assert report["engine"]["queued_requests"] == 0
     printed = capsys.readouterr().out
     assert "goodput/s" in printed and "scored share" in printed and "RSS MiB" in printed
+    assert ("a process of its own" in printed) == (isolation == "process")
 
 
 def test_anytime_smoke(scifact_dir, cross_encoder_path, tmp_path, capsys) -> None:
