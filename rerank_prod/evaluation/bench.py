@@ -9,6 +9,7 @@ Each system gets freshly built framework inputs per call, outside the timer: Lla
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import multiprocessing
 import os
@@ -64,9 +65,8 @@ def _max_tokens(loaded: Any) -> int:
     """Length cap of the sentence-transformers `CrossEncoder` inside a `Reranker` or a framework object."""
     from rerank_prod import Reranker
 
-    holder: Any = loaded.scorer if isinstance(loaded, Reranker) else None
-    cross_encoder = holder._model if holder is not None else loaded
-    return int(cross_encoder.max_seq_length)
+    holder: Any = loaded.scorer if isinstance(loaded, Reranker) else loaded  # a scorer's or the model's own
+    return int(holder.max_seq_length)
 
 
 def _documents(candidates: list[Candidate]) -> list[Any]:
@@ -192,12 +192,40 @@ class BenchOptions:
 
 
 def _rss_bytes() -> int | None:
-    """Current resident set size (Linux /proc); None where it cannot be read."""
+    """Resident set size of this process and its descendants (a model process holds the model: its
+    memory is the re-ranker's too), from Linux /proc; None where it cannot be read."""
     try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        page = os.sysconf("SC_PAGE_SIZE")
+        own = _pages(os.getpid())
     except (OSError, ValueError, IndexError, AttributeError):
         return None
+    total = own
+    try:
+        pending = _children(os.getpid())
+    except OSError:
+        pending = []
+    while pending:
+        pid = pending.pop()
+        try:
+            total += _pages(pid)
+            pending += _children(pid)
+        except (OSError, ValueError, IndexError):  # it exited while being read
+            continue
+    return total * page
+
+
+def _pages(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as statm:
+        return int(statm.read().split()[1])
+
+
+def _children(pid: int) -> list[int]:
+    """Child process ids of `pid`; none where the kernel does not list them (CONFIG_PROC_CHILDREN)."""
+    children: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{task}/children") as listed:
+            children += [int(child) for child in listed.read().split()]
+    return children
 
 
 class _PeakRss:
