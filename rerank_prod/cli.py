@@ -326,9 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     budget.add_argument(
         "--isolation",
-        choices=("thread", "process"),
-        default="thread",
-        help="where the model computes under --load: this process (default) or a model process of its own",
+        choices=("auto", "thread", "process"),
+        default="auto",
+        help="CrossEncoderScorer's isolation under --load: a model process of its own, this process, or auto "
+        "(the default: a model process where one can run)",
     )
     bench.add_argument(
         "--no-memory",

@@ -29,9 +29,11 @@ def test_activation_identity_gives_logits(cross_encoder_path: str, cross_encoder
 
 
 def test_model_is_loaded_once_and_shared(cross_encoder_path: str, cross_encoder: CrossEncoderScorer) -> None:
-    again = CrossEncoderScorer(cross_encoder_path, batch_size=4)
-    assert again._model is cross_encoder._model
-    assert again.identity == cross_encoder.identity  # batch size does not change scores
+    again = CrossEncoderScorer(cross_encoder_path)  # auto: one model process per setting, shared
+    assert again.engine is cross_encoder.engine and again.model_process is cross_encoder.model_process
+    in_process = CrossEncoderScorer(cross_encoder_path, batch_size=4, isolation="thread")
+    assert in_process._model is CrossEncoderScorer(cross_encoder_path, isolation="thread")._model
+    assert in_process.identity == cross_encoder.identity  # neither batch size nor isolation changes scores
 
 
 async def test_async_matches_sync(cross_encoder: CrossEncoderScorer) -> None:

@@ -406,14 +406,14 @@ def test_fp32_is_the_models_own_predict_and_bf16_has_its_own_identity(cross_enco
     from rerank_prod import CrossEncoderScorer
 
     passages = [f"Vitamin D and bone density, study {i}: {'calcium ' * i}" for i in range(12)]
-    exact = CrossEncoderScorer(cross_encoder_path, precision="fp32", max_chunk_s=60.0)  # one call, one pass
+    exact = CrossEncoderScorer(cross_encoder_path, precision="fp32", max_chunk_s=60.0, isolation="thread")  # one pass
     exact.score("warm-up", passages[:2])  # the engine's first (calibration) batch is small
     reference = CrossEncoder(cross_encoder_path).predict([("vitamin d bones", p) for p in passages], batch_size=32)
     assert exact.score("vitamin d bones", passages) == reference.tolist()  # bit for bit
     assert exact._model.model._rerank_prod_traced  # ... though its forward ran as TorchScript (traced.py)
     assert exact.precision == "fp32"
     assert exact.identity == f"cross-encoder:{cross_encoder_path}|max_length=256|activation=default"
-    half = CrossEncoderScorer(cross_encoder_path, precision="bf16")
+    half = CrossEncoderScorer(cross_encoder_path, precision="bf16", isolation="thread")
     assert half.precision == "bf16" and half.identity == f"{exact.identity}|precision=bf16"
     assert half._model is not exact._model  # the fp32 weights are not converted under other users
     head, encoder = half._model.model.classifier.weight, half._model.model.bert.encoder.layer[0].output.dense.weight
@@ -440,7 +440,7 @@ def test_a_new_model_is_warmed_up_before_its_first_call(cross_encoder_path: str)
 
     from rerank_prod import CrossEncoderScorer
 
-    scorer = CrossEncoderScorer(cross_encoder_path, precision="fp32", max_length=224)  # a model of its own
+    scorer = CrossEncoderScorer(cross_encoder_path, precision="fp32", max_length=224, isolation="thread")  # own model
     assert scorer._model.model._rerank_prod_traced  # traced before any call
     first = Reranker(scorer, timeout_s=0.5).rerank("vitamin d bones", ["Vitamin D and bone density.", "Soil bacteria."])
     assert first.source.kind is SourceKind.MODEL, str(first.source)
@@ -458,7 +458,7 @@ def test_one_intra_op_thread_gives_the_scores_of_several(cross_encoder_path: str
 
     from rerank_prod import CrossEncoderScorer
 
-    scorer = CrossEncoderScorer(cross_encoder_path, precision=precision)  # type: ignore[arg-type]
+    scorer = CrossEncoderScorer(cross_encoder_path, precision=precision, isolation="thread")  # type: ignore[arg-type]
     pairs = [("vitamin d bones", f"Vitamin D and bone density, study {i}: {'calcium ' * i}") for i in range(24)]
     threads = torch.get_num_threads()
     try:

@@ -64,6 +64,50 @@ def test_isolation_is_checked() -> None:
         CrossEncoderScorer("any", isolation="fork")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("executable", "system", "frozen", "expected"),
+    [
+        ("/venv/bin/python3.11", "posix", False, True),
+        ("/usr/bin/pypy3", "posix", False, True),
+        ("/usr/local/bin/uwsgi", "posix", False, False),  # an embedded interpreter: not a Python to run -m with
+        ("", "posix", False, False),
+        ("/app/server", "posix", True, False),  # a frozen app
+        ("C:/Python311/python.exe", "nt", False, False),  # no socket to inherit
+    ],
+)
+def test_auto_isolation_runs_a_model_process_only_where_one_can_run(
+    monkeypatch: pytest.MonkeyPatch, executable: str, system: str, frozen: bool, expected: bool
+) -> None:
+    from rerank_prod.scoring import cross_encoder
+
+    monkeypatch.setattr(sys, "executable", executable)
+    monkeypatch.setattr(sys, "frozen", frozen, raising=False)
+    monkeypatch.setattr(cross_encoder.os, "name", system)
+    assert cross_encoder._can_run_a_model_process() is expected
+
+
+def test_auto_isolation_computes_here_when_the_child_cannot_start(
+    cross_encoder_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = tmp_path / "python3"  # looks like a Python, dies at once
+    broken.write_text("#!/bin/sh\nexit 3\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(broken))
+    with pytest.raises(ScorerError, match="ended while loading it"):  # asked for a process: told why not
+        CrossEncoderScorer(cross_encoder_path, precision="fp32", batch_size=26, isolation="process")
+    scorer = CrossEncoderScorer(cross_encoder_path, precision="fp32", batch_size=27)  # a setting of its own
+    assert scorer.isolation == "thread" and scorer.model_process is None
+    assert "computing in this process instead" in caplog.text and "exit code 3" in caplog.text
+    monkeypatch.undo()
+    here = CrossEncoderScorer(cross_encoder_path, precision="fp32", isolation="thread")
+    assert scorer.score(QUERY, TEXTS) == here.score(QUERY, TEXTS)
+
+
+def test_the_default_is_a_model_process_on_linux(cross_encoder: CrossEncoderScorer) -> None:
+    assert cross_encoder.isolation == "process" and cross_encoder.model_process is not None
+    assert cross_encoder.model_process.pid != os.getpid()
+
+
 def test_scores_match_the_thread_scorer_and_the_caller_never_imports_torch(cross_encoder_path: str) -> None:
     script = textwrap.dedent(
         f"""
@@ -77,7 +121,7 @@ def test_scores_match_the_thread_scorer_and_the_caller_never_imports_torch(cross
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    here = CrossEncoderScorer(cross_encoder_path, precision="fp32")
+    here = CrossEncoderScorer(cross_encoder_path, precision="fp32", isolation="thread")
     assert report["heavy"] == []
     assert report["precision"] == "fp32"
     assert report["identity"] == here.identity  # same scores: caches of both isolations mix freely

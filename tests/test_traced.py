@@ -60,7 +60,7 @@ def test_bf16_passes_run_on_the_grid_and_keep_the_ranking(cross_encoder_path: st
 
     from rerank_prod import CrossEncoderScorer
 
-    scorer = CrossEncoderScorer(cross_encoder_path, precision="bf16")
+    scorer = CrossEncoderScorer(cross_encoder_path, precision="bf16", isolation="thread")
     spy = spy_on(scorer._model.model)
     rng = random.Random(7)
     words = ["vitamin", "bone", "density", "calcium", "trial", "aspirin", "dose", "heart", "risk", "patients"]
@@ -83,13 +83,15 @@ def test_fp32_and_left_padded_inputs_are_not_padded(cross_encoder_path: str) -> 
 
     from rerank_prod import CrossEncoderScorer
 
-    exact = CrossEncoderScorer(cross_encoder_path, precision="fp32")
+    exact = CrossEncoderScorer(cross_encoder_path, precision="fp32", isolation="thread")
     spy = spy_on(exact._model.model)
     texts = ["a passage of some words", "short"]
     exact._model.predict([("q", text) for text in texts])
     natural = exact._model.tokenizer(["q"] * 3, texts + ["x"], padding=True, return_tensors="pt")["input_ids"]
     assert spy.shapes == [(2, natural.shape[1])]  # 2 rows of 9 tokens: as the tokenizer gave them
-    half = CrossEncoderScorer(cross_encoder_path, precision="bf16", max_length=192)  # a model of its own
+    half = CrossEncoderScorer(
+        cross_encoder_path, precision="bf16", max_length=192, isolation="thread"
+    )  # a model of its own
     spy = spy_on(half._model.model)
     ids = torch.tensor([[0, 0, 101, 2000, 102], [101, 2001, 2002, 2003, 102]])
     mask = (ids != 0).long()

@@ -50,8 +50,8 @@ class LoadOptions:
     words: int | None = 25
     """Passages cut to this many words (None: full passages)."""
     precision: Precision = "auto"
-    isolation: Isolation = "thread"
-    """Where the model computes: "thread" (this process) or "process" (a model process of its own)."""
+    isolation: Isolation = "auto"
+    """`CrossEncoderScorer`'s isolation; the report says which one was chosen."""
     sample_every_s: float = 0.25
 
 
@@ -86,7 +86,7 @@ class _Sampler:
         self._thread.join()
 
 
-def _reranker(model: str, precision: Precision, timeout_s: float | None, isolation: Isolation = "thread") -> Any:
+def _reranker(model: str, precision: Precision, timeout_s: float | None, isolation: Isolation = "auto") -> Any:
     from rerank_prod import CrossEncoderScorer, Reranker
 
     return Reranker(CrossEncoderScorer(model, precision=precision, isolation=isolation), timeout_s=timeout_s)
@@ -240,7 +240,7 @@ def run_load(options: LoadOptions, progress: Callable[[str], None] = lambda _: N
         "words": options.words,
         "candidates": per_call,
         "precision": scorer.precision,
-        "isolation": options.isolation,
+        "isolation": scorer.isolation,
         "calls": calls,
         "sequential_calls_per_s": sequential,
         "goodput_calls_per_s": answered / wall,

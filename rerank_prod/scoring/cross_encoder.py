@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+import sys
 import threading
 from collections.abc import Hashable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from rerank_prod.deadline import Deadline
 from rerank_prod.engine import ScoringEngine, default_workers
 from rerank_prod.scoring.base import LocalScorer
 from rerank_prod.scoring.cross_encoder_model import Activation, CrossEncoderSpec, load_cross_encoder, warmed_predict
 from rerank_prod.scoring.dependencies import require_extra
-from rerank_prod.scoring.model_process import ModelProcess
+from rerank_prod.scoring.model_process import ModelProcess, ModelProcessNotStarted
 from rerank_prod.scoring.precision import Precision, ResolvedPrecision, check_precision
 from rerank_prod.validation import check_int, check_text
 
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
-Isolation = Literal["thread", "process"]
+Isolation = Literal["auto", "thread", "process"]
 _ACTIVATIONS: tuple[str, ...] = ("default", "sigmoid", "identity")
-_ISOLATIONS: tuple[str, ...] = ("thread", "process")
+_ISOLATIONS: tuple[str, ...] = ("auto", "thread", "process")
 
 _ENGINES: dict[Hashable, ScoringEngine] = {}
 _MODEL_PROCESSES: dict[CrossEncoderSpec, ModelProcess] = {}
 _ENGINES_LOCK = threading.Lock()
+
+logger = logging.getLogger("rerank_prod")
 
 
 class CrossEncoderScorer(LocalScorer):
@@ -47,13 +52,17 @@ class CrossEncoderScorer(LocalScorer):
     themselves: they return by it, never more than a chunk of work runs past it. The engine's
     settings (`max_chunk_s`) are those of the first scorer built for the model.
 
-    `isolation`: "thread" (default) computes in this process, on the engine's worker threads;
-    "process" loads the model in a child process (`model_process.ModelProcess`) whose passes never
-    wait for this process's interpreter lock: choose it when many Python threads are busy beside the
-    re-ranker (a threaded server under load), where it scores ~2x the pairs. It costs a child process
-    (its start at construction, the model's memory there; this process imports neither torch nor the
-    model), and a child that crashes, is killed or hangs is replaced in the background while its
-    callers fall back. Scores are the same as "thread"'s (same code, same precision), and so is `identity`.
+    `isolation`: "process" loads and runs the model in a child process (`model_process.ModelProcess`)
+    whose passes never wait for this process's interpreter lock: next to 16 busy request threads (a
+    threaded server in a storm) it scored 1.6x the pairs of "thread", and a child that crashes, is
+    killed (the OOM killer) or hangs is replaced in the background while its callers fall back, instead
+    of taking the caller's process with it. It costs a child per distinct setting (started at
+    construction, in the time the model takes to load and warm up here; the model's memory is there,
+    and this process imports neither torch nor the model) and a socket round trip per pass. "thread"
+    computes in this process, on the engine's worker threads. "auto" (default): "process" where a child
+    can run this interpreter (Linux, macOS: `sys.executable` a Python), "thread" elsewhere (Windows,
+    frozen apps, embedded interpreters such as uWSGI) or when the child cannot be started (logged).
+    `self.isolation` says which was chosen. Scores and `identity` are the same either way.
     """
 
     honours_deadline = True
@@ -69,7 +78,7 @@ class CrossEncoderScorer(LocalScorer):
         precision: Precision = "auto",
         trust_remote_code: bool = False,
         max_chunk_s: float = 0.1,
-        isolation: Isolation = "thread",
+        isolation: Isolation = "auto",
     ) -> None:
         check_text("model_name_or_path", model_name_or_path)
         check_int("batch_size", batch_size)
@@ -84,16 +93,22 @@ class CrossEncoderScorer(LocalScorer):
         self.batch_size = batch_size
         self.max_length = max_length
         self.activation = activation
-        self.isolation = isolation
         self.spec = CrossEncoderSpec(
             model_name_or_path, device, batch_size, max_length, activation, precision, trust_remote_code
         )
         self.model_process: ModelProcess | None = None
         """The child process computing this scorer's passes (isolation="process"), shared like the engine."""
-        if isolation == "process":
+        self.isolation: Literal["thread", "process"] = "thread"
+        if isolation == "process" or (isolation == "auto" and _can_run_a_model_process()):
             require_extra("sentence_transformers", "CrossEncoderScorer", "cross-encoder")
-            self.engine, self.precision, self.max_seq_length = self._process_engine(max_chunk_s)
-        else:
+            try:
+                self.engine, self.precision, self.max_seq_length = self._process_engine(max_chunk_s)
+                self.isolation = "process"
+            except ModelProcessNotStarted as failure:
+                if isolation == "process":
+                    raise
+                logger.warning("%s; computing in this process instead (isolation='thread')", failure)
+        if self.isolation == "thread":
             self._model, self.precision = load_cross_encoder(self.spec)
             self.max_seq_length = None if self._model.max_seq_length is None else int(self._model.max_seq_length)
             self.engine = self._thread_engine(max_chunk_s)
@@ -147,6 +162,17 @@ class CrossEncoderScorer(LocalScorer):
             self.model_process = _MODEL_PROCESSES[self.spec]
             return engine, self.model_process.facts.precision, self.model_process.facts.max_seq_length
 
+    @functools.cached_property
+    def tokenizer(self) -> Any:
+        """The model's Hugging Face tokenizer (what `ChunkedScorer` cuts windows with): the loaded
+        model's own; with isolation="process" one loaded here from the same path on first use (this
+        imports transformers, and torch with it, into this process)."""
+        if self.isolation == "thread":
+            return self._model.tokenizer
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.model_name_or_path, trust_remote_code=self.spec.trust_remote_code)
+
     @staticmethod
     def _unit_cap(max_seq_length: int | None) -> int:
         """Characters of a pair beyond which it costs no more (~6 per token, generously)."""
@@ -177,3 +203,11 @@ class CrossEncoderScorer(LocalScorer):
             f"CrossEncoderScorer({self.model_name_or_path!r}, activation={self.activation!r}, "
             f"precision={self.precision!r})"
         )
+
+
+def _can_run_a_model_process() -> bool:
+    """Whether `isolation="auto"` may start a model process: a POSIX system (the child inherits a
+    socket) and an interpreter that is a Python one (embedded ones, like uWSGI's, set `sys.executable`
+    to their own binary or to nothing; frozen apps have no `-m`)."""
+    executable = os.path.basename(sys.executable or "").lower()
+    return os.name == "posix" and not getattr(sys, "frozen", False) and executable.startswith(("python", "pypy"))

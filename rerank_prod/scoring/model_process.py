@@ -49,6 +49,11 @@ _RESTART_BACKOFF_S = (1.0, 5.0, 30.0)
 more (a deleted path, a full disk) is not reloaded in a busy loop."""
 
 
+class ModelProcessNotStarted(ScorerError):
+    """The child could not be started, or ended before it reported on its model (an interpreter that
+    cannot run it, a crash while importing): nothing to do with the model itself."""
+
+
 @dataclass(frozen=True)
 class ModelFacts:
     """What the child reports once its model is loaded."""
@@ -221,16 +226,20 @@ class ModelProcess:
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
         }
-        with theirs:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "rerank_prod.scoring.model_child", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-                env=environment,
-                start_new_session=True,  # a Ctrl-C meant for the caller's process: it exits, then the child
-            )
-        child = self._loading = _Child(process, Wire(ours))
         name = self.spec.model_name_or_path
+        with theirs:
+            try:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "rerank_prod.scoring.model_child", str(theirs.fileno())],
+                    pass_fds=[theirs.fileno()],
+                    stdin=subprocess.DEVNULL,
+                    env=environment,
+                    start_new_session=True,  # a Ctrl-C meant for the caller's process: it exits, then the child
+                )
+            except OSError as failure:
+                ours.close()
+                raise ModelProcessNotStarted(f"{name}: its model process could not be started: {failure}") from failure
+        child = self._loading = _Child(process, Wire(ours))
         try:
             child.wire.send(self.spec, self.start_timeout_s)
             status, value = cast(tuple[str, Any], child.wire.receive(self.start_timeout_s))
@@ -239,7 +248,7 @@ class ModelProcess:
             raise ScorerError(f"{name}: its model process did not load it within {self.start_timeout_s:g}s") from slow
         except (EOFError, OSError) as lost:
             child.stop()
-            raise ScorerError(
+            raise ModelProcessNotStarted(
                 f"{name}: its model process ended while loading it ({child.exit_description()})"
             ) from lost
         except BaseException:
