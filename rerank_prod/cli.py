@@ -32,6 +32,7 @@ BENCH_SYSTEMS = (
     "core",
     "core-fp32",
     "core-bf16",
+    "core-thread",
     "langchain",
     "llamaindex",
     "langchain-crossencoder",

@@ -18,10 +18,11 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from rerank_prod.evaluation.dataset import EvalInputError
 from rerank_prod.evaluation.runner import latency_ms
+from rerank_prod.scoring.cross_encoder import Isolation
 from rerank_prod.scoring.precision import Precision
 from rerank_prod.types import Candidate
 
@@ -42,21 +43,23 @@ class BenchSystem:
     """Input length cap of the loaded model: a system that changes it scores different text."""
 
 
-def _core(model: str, top_n: int, precision: Precision = "auto") -> BenchSystem:
+def _core(model: str, top_n: int, precision: Precision = "auto", isolation: Isolation = "auto") -> BenchSystem:
     from rerank_prod import CrossEncoderScorer, Reranker
 
-    reranker = Reranker(CrossEncoderScorer(model, precision=precision))
+    scorer = CrossEncoderScorer(model, precision=precision, isolation=isolation)
+    reranker = Reranker(scorer)
 
     async def acall(query: str, candidates: list[Candidate]) -> list[str]:
         return [item.candidate.id or "" for item in await reranker.arerank(query, candidates)]
 
-    chosen = cast(Any, reranker.scorer).precision
+    name = "rerank-prod core" + ("" if precision == "auto" else f" {scorer.precision}")
     return BenchSystem(
-        "rerank-prod core" if precision == "auto" else f"rerank-prod core {chosen}",
+        name + (" in-process" if isolation == "thread" else ""),
         list,
         lambda query, candidates: [item.candidate.id or "" for item in reranker.rerank(query, candidates)],
         acall,
-        f"native arerank; the shared engine's worker wakes the loop (precision {chosen})",
+        f"native arerank; the shared engine's worker wakes the loop (precision {scorer.precision}, "
+        f"model in {'a process of its own' if scorer.isolation == 'process' else 'this process'})",
         _max_tokens(reranker),
     )
 
@@ -169,6 +172,7 @@ SYSTEMS: dict[str, Callable[[str, int], BenchSystem]] = {
     "core": _core,
     "core-fp32": functools.partial(_core, precision="fp32"),
     "core-bf16": functools.partial(_core, precision="bf16"),
+    "core-thread": functools.partial(_core, isolation="thread"),
     "langchain": _rerank_prod_langchain,
     "llamaindex": _rerank_prod_llamaindex,
     "langchain-crossencoder": _langchain_cross_encoder,
