@@ -54,7 +54,7 @@ class CrossEncoderScorer(LocalScorer):
 
     `isolation`: "process" loads and runs the model in a child process (`model_process.ModelProcess`)
     whose passes never wait for this process's interpreter lock: next to 16 busy request threads (a
-    threaded server in a storm) it scored 1.6x the pairs of "thread", and a child that crashes, is
+    threaded server in a storm) it answered 1.6x the calls of "thread", and a child that crashes, is
     killed (the OOM killer) or hangs is replaced in the background while its callers fall back, instead
     of taking the caller's process with it. It costs a child per distinct setting (started at
     construction, in the time the model takes to load and warm up here; the model's memory is there,
