@@ -200,21 +200,15 @@ def _rss_bytes() -> int | None:
     memory is the re-ranker's too), from Linux /proc; None where it cannot be read."""
     try:
         page = os.sysconf("SC_PAGE_SIZE")
-        own = _pages(os.getpid())
+        total = _pages(os.getpid())
     except (OSError, ValueError, IndexError, AttributeError):
         return None
-    total = own
-    try:
-        pending = _children(os.getpid())
-    except OSError:
-        pending = []
-    while pending:
-        pid = pending.pop()
-        try:
-            total += _pages(pid)
-            pending += _children(pid)
-        except (OSError, ValueError, IndexError):  # it exited while being read
-            continue
+    parents = [os.getpid()]
+    while parents:
+        for child in _children(parents.pop()):
+            with contextlib.suppress(OSError, ValueError, IndexError):  # it exited while being read
+                total += _pages(child)
+                parents.append(child)
     return total * page
 
 
@@ -224,11 +218,13 @@ def _pages(pid: int) -> int:
 
 
 def _children(pid: int) -> list[int]:
-    """Child process ids of `pid`; none where the kernel does not list them (CONFIG_PROC_CHILDREN)."""
+    """Child process ids of `pid`; none where it exited or the kernel does not list them
+    (CONFIG_PROC_CHILDREN)."""
     children: list[int] = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{task}/children") as listed:
-            children += [int(child) for child in listed.read().split()]
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as listed:
+                children += [int(child) for child in listed.read().split()]
     return children
 
 

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from rerank_prod.deadline import Deadline
 from rerank_prod.errors import PartialScores
 from rerank_prod.scoring.base import Scorer, checked_scores
-from rerank_prod.scoring.cross_encoder import CrossEncoderScorer
 from rerank_prod.scoring.details import UNJUDGED, ScoreDetails, capture_score_details, record_score_details
 from rerank_prod.validation import check_int
 
@@ -72,17 +71,14 @@ class _TokenizerUnits:
 
 
 def _model_tokenizer(scorer: Scorer) -> tuple[Any, int | None] | None:
-    """The tokenizer and length cap of a local sentence-transformers scorer, when it has one (a
-    `CrossEncoderScorer` gives its own, also when its model runs in a model process)."""
-    if isinstance(scorer, CrossEncoderScorer):
-        holder: Any = scorer
-    else:
-        holder = getattr(scorer, "model", None) or getattr(scorer, "_model", None)
-    tokenizer = getattr(holder, "tokenizer", None)
-    if tokenizer is None or not callable(tokenizer):
-        return None
-    max_length = getattr(holder, "max_seq_length", None)
-    return tokenizer, max_length if isinstance(max_length, int) else None
+    """The tokenizer and length cap of a local scorer: its own (`CrossEncoderScorer`, also when its
+    model runs in a model process), else its loaded sentence-transformers model's; None without one."""
+    for holder in (scorer, getattr(scorer, "model", None) or getattr(scorer, "_model", None)):
+        tokenizer = getattr(holder, "tokenizer", None)
+        if callable(tokenizer):
+            max_length = getattr(holder, "max_seq_length", None)
+            return tokenizer, max_length if isinstance(max_length, int) else None
+    return None
 
 
 @dataclass(frozen=True, slots=True)
